@@ -1,0 +1,1 @@
+"""The HTTP face of Tiergate: app factory, OpenAI wire types, routes, settings, CLI."""

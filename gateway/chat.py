@@ -1,0 +1,53 @@
+"""The chat completions handler: parse, hand to the router's service, render. Logic lives in `router/`."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+from fastapi import Request
+from fastapi.responses import Response, StreamingResponse
+
+from gateway.body import parse_model, read_json_object
+from gateway.render import DONE, ChunkWriter, completion_json, error_event
+from gateway.responses import JSONResponse
+from gateway.state import services_of
+from gateway.wire import ChatCompletionRequest
+from router.chat import StreamEvent
+from router.errors import TiergateError
+
+SESSION_HEADER = "x-tiergate-session"
+log = logging.getLogger("tiergate.chat")
+
+
+async def create_chat_completion(request: Request) -> Response:
+    services = services_of(request)
+    body = await read_json_object(request, services.settings.max_body_bytes)
+    wire = parse_model(ChatCompletionRequest, body)
+    request_id = f"chatcmpl-{uuid.uuid4().hex}"
+    chat = wire.to_internal(request_id, raw=body, session_id=request.headers.get(SESSION_HEADER))
+    answer = await services.chat.answer(chat)
+    headers = answer.headers
+    if answer.events is not None:
+        writer = ChunkWriter(request_id, answer.model, chat.include_usage)
+        return StreamingResponse(
+            _sse(writer, answer.events),
+            media_type="text/event-stream",
+            headers={**headers, "cache-control": "no-cache"},
+        )
+    assert answer.completion is not None
+    return JSONResponse(completion_json(request_id, answer.completion), headers=headers)
+
+
+async def _sse(writer: ChunkWriter, events: AsyncIterator[StreamEvent]) -> AsyncIterator[bytes]:
+    try:
+        async for event in events:
+            yield writer.event(event)
+    except TiergateError as exc:
+        # Headers are sent already: the error travels in the stream, which OpenAI clients raise as an APIError.
+        yield error_event(exc.body())
+    except Exception:
+        log.exception("stream failed")
+        yield error_event(TiergateError("The server had an error while streaming the answer.").body())
+    yield DONE

@@ -1,0 +1,41 @@
+"""Liveness, readiness and the model list."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import Request
+
+from gateway.responses import JSONResponse
+from gateway.state import services_of
+
+_STARTED = int(time.time())
+
+
+async def healthz() -> JSONResponse:
+    """The process is alive and its event loop answers."""
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    """Ready when the local tier's default model is loaded; each model's state is listed."""
+    catalog = services_of(request).catalog
+    models = {
+        b.name: {"tier": b.tier, "ready": b.ready, "reason": b.not_ready_reason, "queue_depth": b.queue_depth}
+        for b in catalog.backends
+    }
+    local = catalog.default("local")
+    ready = local is not None and local.ready
+    return JSONResponse({"ready": ready, "models": models}, status_code=200 if ready else 503)
+
+
+async def list_models(request: Request) -> JSONResponse:
+    catalog = services_of(request).catalog
+    names = [b.name for b in catalog.backends] + catalog.virtual_names()
+    data = [{"id": n, "object": "model", "created": _STARTED, "owned_by": "tiergate"} for n in names]
+    return JSONResponse({"object": "list", "data": data})
+
+
+async def rules_status(request: Request) -> JSONResponse:
+    """The rules in force, their last reload, and the error of a refused file (the previous rules stay)."""
+    return JSONResponse(services_of(request).rules.status().as_dict())

@@ -1,0 +1,16 @@
+"""The route table: paths to handlers, nothing else."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from gateway.chat import create_chat_completion
+from gateway.health import healthz, list_models, readyz, rules_status
+
+
+def install_routes(app: FastAPI) -> None:
+    app.add_api_route("/v1/chat/completions", create_chat_completion, methods=["POST"])
+    app.add_api_route("/v1/models", list_models, methods=["GET"])
+    app.add_api_route("/healthz", healthz, methods=["GET"])
+    app.add_api_route("/readyz", readyz, methods=["GET"])
+    app.add_api_route("/admin/rules", rules_status, methods=["GET"])

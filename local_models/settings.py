@@ -1,0 +1,34 @@
+"""Configuration of one local GGUF model (a section of the gateway's YAML file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EMBEDDED_MODEL_NAME = "gemma3-270m"
+
+
+class LocalModelSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(EMBEDDED_MODEL_NAME, min_length=1, description="Model name clients send and the ledger records.")
+    path: Path | None = Field(
+        None, description="GGUF file. Empty means the embedded Gemma 3 270M from PyPI, assembled on first start."
+    )
+    chat_format: str | None = Field(
+        "gemma",
+        description="llama-cpp-python chat format name (gemma, chatml, llama-3, ...). Empty uses the chat template "
+        "stored in the GGUF's metadata.",
+    )
+    context_tokens: int = Field(8192, ge=256, le=1_048_576, description="Context window (n_ctx).")
+    threads: int | None = Field(None, ge=1, le=512, description="CPU threads for generation; empty means all cores.")
+    batch_tokens: int = Field(512, ge=8, le=65_536, description="Prompt tokens evaluated per batch (n_batch).")
+    gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to a GPU (-1 all); needs a GPU build of llama.cpp.")
+    max_queue: int = Field(
+        8, ge=0, le=10_000, description="Requests that may wait while one generates; beyond it the answer is 429."
+    )
+    default_max_tokens: int = Field(
+        512, ge=1, le=131_072, description="Completion tokens when the request sets no max_tokens."
+    )
+    max_tokens_limit: int = Field(4096, ge=1, le=1_048_576, description="Largest max_tokens a request may ask for.")

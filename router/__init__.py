@@ -1,0 +1,1 @@
+"""Routing: internal request types, signals, scoring, escalation rules, decisions, verification, frontier backends."""
