@@ -9,14 +9,15 @@ ARGS ?=
 
 # llama-cpp-python ships as source only. Its default build targets the build machine's CPU (-march=native), which on
 # CPUs that report AMX inside a VM crashes at the first decode (general protection fault in libggml-cpu). We build it
-# once, portably (AVX2 on x86-64), into our own wheel folder, so pip never picks a native build from its own cache.
+# once, portably (AVX2 on x86-64, without the multimodal library we do not use), into our own wheel folder, so pip
+# never picks a native build from its own cache.
 # Override LLAMA_CMAKE_ARGS for a GPU build, e.g. LLAMA_CMAKE_ARGS="-DGGML_CUDA=on".
 LLAMA_VERSION := 0.3.36
 WHEELS ?= $(HOME)/.cache/tiergate/wheels
 ifeq ($(shell uname -m),x86_64)
-LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAVA_BUILD=OFF
 else
-LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
 endif
 LLAMA_WHEEL := $(WHEELS)/.llama-cpp-python-$(LLAMA_VERSION)-portable
 FIND_LINKS := --find-links $(WHEELS)

@@ -95,12 +95,13 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="both sides alike")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    threads = os.cpu_count() or 1
+    threads = args.threads
     model = ensure_embedded_model(Path("~/.cache/tiergate").expanduser())
     workdir = Path(tempfile.mkdtemp(prefix="tiergate-bench-"))
-    config = {"local_models": [{"name": "gemma3-270m", "context_tokens": N_CTX, "max_queue": 16}]}
+    config = {"local_models": [{"name": "gemma3-270m", "context_tokens": N_CTX, "max_queue": 16, "threads": threads}]}
     results: dict[str, list[tuple[float, float, int]]] = {"direct": [], "gateway": []}
     with GatewayProcess(config, workdir) as gw:
         client = openai.OpenAI(base_url=gw.base_url, api_key="bench", max_retries=0, timeout=600)
@@ -136,7 +137,8 @@ def main() -> int:
         with (REPO / "BENCHMARKS.md").open("a") as out:
             out.write(
                 f"\n## Local model throughput: gateway vs llama-cpp-python direct ({datetime.now(UTC):%Y-%m-%d})\n\n"
-                f"Embedded Gemma 3 270M Q4_K_M, {threads} cores, n_ctx {N_CTX}, greedy, {args.max_tokens} tokens, "
+                f"Embedded Gemma 3 270M Q4_K_M, {os.cpu_count()} cores, {threads} llama.cpp thread(s) on both sides, "
+                f"load average {os.getloadavg()[0]:.1f}, n_ctx {N_CTX}, greedy, {args.max_tokens} tokens, "
                 f"median of {args.runs} alternating runs. Command: `{command.strip()}`\n\n{table}\n"
             )
     return 0

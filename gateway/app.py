@@ -10,10 +10,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from gateway.errors import install_error_handlers
+from gateway.ledger.pricing import Pricing
+from gateway.ledger.writer import Ledger
+from gateway.recording import ledger_finisher
 from gateway.routes import install_routes
 from gateway.settings import Settings
 from gateway.state import Services
 from local_models.backend import LocalBackend
+from prompt_compression.compressor import Compressor
+from prompt_compression.tokens import FrontierTokenCounter
 from router.backend import Backend
 from router.catalog import ModelCatalog
 from router.frontier import build_frontier_backend
@@ -32,14 +37,37 @@ def build_backends(settings: Settings) -> list[Backend]:
     return backends
 
 
+def build_compressors(settings: Settings, catalog: ModelCatalog) -> dict[str, Compressor]:
+    """One compressor per model: the local ones count with the model's own tokenizer and chat template."""
+    compressors: dict[str, Compressor] = {}
+    frontier_counter = FrontierTokenCounter()
+    for backend in catalog.backends:
+        if isinstance(backend, LocalBackend) and settings.compression.local.enabled:
+            compressors[backend.name] = Compressor(settings.compression.local, backend.count_prompt_tokens)
+        elif backend.tier == "frontier" and settings.compression.frontier.enabled:
+            compressors[backend.name] = Compressor(settings.compression.frontier, frontier_counter)
+    return compressors
+
+
 def create_app(settings: Settings) -> FastAPI:
     """Build the app. A bad rules file raises `router.rules.RulesError` here, before anything serves."""
     catalog = ModelCatalog(build_backends(settings))
     routing = settings.routing
     rules = RuleStore(routing.rules_file or default_rules_path())
     sessions = InMemorySessionStore(max_sessions=routing.max_sessions, ttl_s=routing.session_ttl_s)
-    chat = ChatService(catalog, rules, sessions, VerificationChain(routing.verifiers))
-    services = Services(settings=settings, catalog=catalog, chat=chat, rules=rules)
+    aliases = {m.name: m.model for m in settings.frontier_models}
+    ledger = Ledger(
+        settings.ledger, settings.cache_dir, pricing=Pricing.from_settings(settings.ledger, aliases=aliases)
+    )
+    chat = ChatService(
+        catalog,
+        rules,
+        sessions,
+        VerificationChain(routing.verifiers),
+        ledger_finisher(ledger),
+        compressors=build_compressors(settings, catalog),
+    )
+    services = Services(settings=settings, catalog=catalog, chat=chat, rules=rules, ledger=ledger)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -50,10 +78,12 @@ def create_app(settings: Settings) -> FastAPI:
                     "model %s (%s tier) is unavailable: %s", backend.name, backend.tier, backend.not_ready_reason
                 )
         await rules.start()
+        await ledger.start()
         try:
             yield
         finally:
             await rules.close()
+            await ledger.close()
             await sessions.close()
             await asyncio.gather(*(b.close() for b in catalog.backends))
 

@@ -11,6 +11,9 @@ from pathlib import Path
 # Subcommands owned by other packages: name -> (module, function, help). Each takes the remaining argv.
 _DELEGATED: dict[str, tuple[str, str, str]] = {
     "rules": ("router.explain", "rules_main", "check a rules file, or explain the decision for a request"),
+    "db": ("gateway.ledger.cli", "db_main", "apply (upgrade) or revert (downgrade) the ledger's migrations"),
+    "report": ("gateway.ledger.cli", "report_main", "cost per successful outcome, by tier, rule, model or day"),
+    "eval-compression": ("prompt_compression.evaluation", "main", "token reduction and tool recall on BFCL"),
 }
 
 

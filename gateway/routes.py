@@ -6,11 +6,14 @@ from fastapi import FastAPI
 
 from gateway.chat import create_chat_completion
 from gateway.health import healthz, list_models, readyz, rules_status
+from gateway.outcomes import get_cost_report, post_feedback
 
 
 def install_routes(app: FastAPI) -> None:
     app.add_api_route("/v1/chat/completions", create_chat_completion, methods=["POST"])
     app.add_api_route("/v1/models", list_models, methods=["GET"])
+    app.add_api_route("/v1/feedback", post_feedback, methods=["POST"])
+    app.add_api_route("/v1/reports/cost", get_cost_report, methods=["GET"])
     app.add_api_route("/healthz", healthz, methods=["GET"])
     app.add_api_route("/readyz", readyz, methods=["GET"])
     app.add_api_route("/admin/rules", rules_status, methods=["GET"])

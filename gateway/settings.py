@@ -18,7 +18,9 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from gateway.ledger.settings import LedgerSettings
 from local_models.settings import LocalModelSettings
+from prompt_compression.settings import CompressionSettings
 from router.frontier.settings import FrontierModelSettings
 from router.verification import DEFAULT_VERIFIERS, VERIFIERS
 
@@ -52,6 +54,17 @@ class RoutingSettings(_Strict):
         return names
 
 
+class CompressionTiers(_Strict):
+    local: CompressionSettings = Field(
+        default_factory=CompressionSettings,
+        description="Compression for the local tier; its budget is the model's context minus room for the answer.",
+    )
+    frontier: CompressionSettings = Field(
+        default_factory=lambda: CompressionSettings(enabled=False),
+        description="Compression for the frontier tier (off by default: large contexts, exact pass-through).",
+    )
+
+
 class Settings(BaseSettings):
     """The whole configuration. `load_settings` builds it from a file and the environment."""
 
@@ -79,6 +92,12 @@ class Settings(BaseSettings):
         description="Frontier models. The first one is the frontier tier's default (model name `frontier`).",
     )
     routing: RoutingSettings = Field(default_factory=RoutingSettings, description="Rules, verification, sessions.")
+    compression: CompressionTiers = Field(
+        default_factory=CompressionTiers, description="Prompt compression of tool-calling requests, per tier."
+    )
+    ledger: LedgerSettings = Field(
+        default_factory=LedgerSettings, description="Request ledger: database, prices, feedback metrics."
+    )
 
     @field_validator("cache_dir")
     @classmethod

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from gateway.ledger.writer import Ledger
 from gateway.settings import Settings
 from router.catalog import ModelCatalog
 from router.rule_store import RuleStore
@@ -18,6 +19,7 @@ class Services:
     catalog: ModelCatalog
     chat: ChatService
     rules: RuleStore
+    ledger: Ledger
 
 
 def services_of(request: Request) -> Services:

@@ -67,7 +67,7 @@ class LocalBackend(Backend):
         self._llama = Llama(
             model_path=str(path),
             n_ctx=s.context_tokens,
-            n_threads=s.threads or os.cpu_count() or 1,
+            n_threads=s.threads or max(1, (os.cpu_count() or 2) - 1),
             n_batch=s.batch_tokens,
             n_gpu_layers=s.gpu_layers,
             verbose=False,

@@ -22,7 +22,13 @@ class LocalModelSettings(BaseModel):
         "stored in the GGUF's metadata.",
     )
     context_tokens: int = Field(8192, ge=256, le=1_048_576, description="Context window (n_ctx).")
-    threads: int | None = Field(None, ge=1, le=512, description="CPU threads for generation; empty means all cores.")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        le=512,
+        description="CPU threads for generation; empty means all cores but one, which the gateway itself needs "
+        "(llama.cpp's threads spin while they wait for each other: on 2 busy cores, 2 threads ran 3x slower than 1).",
+    )
     batch_tokens: int = Field(512, ge=8, le=65_536, description="Prompt tokens evaluated per batch (n_batch).")
     gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to a GPU (-1 all); needs a GPU build of llama.cpp.")
     max_queue: int = Field(

@@ -85,7 +85,9 @@ class ChatRequest:
     session_id: str | None = None
     user: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
-    """The body as the client sent it, for upstreams that speak the OpenAI protocol already."""
+    """The body as the client sent it, for upstreams that speak the OpenAI protocol already: it is forwarded with
+    only `model` replaced. Whoever changes the request (the compressor) must clear it (`raw={}`), so that the
+    upstream gets the changed request, rebuilt from these fields."""
 
     @property
     def wants_tool_call(self) -> bool:

@@ -79,7 +79,7 @@ def test_second_request_waits_then_succeeds(gateway: GatewayProcess) -> None:
         )
         finished["second"] = time.monotonic()
 
-    with _open_stream(gateway, max_tokens=120) as lines:
+    with _open_stream(gateway, max_tokens=40) as lines:
         thread = threading.Thread(target=second)
         thread.start()
         deadline = time.monotonic() + 10
@@ -98,16 +98,26 @@ def test_second_request_waits_then_succeeds(gateway: GatewayProcess) -> None:
 
 def test_beyond_the_queue_bound_is_429_with_retry_after(gateway: GatewayProcess) -> None:
     _wait_idle(gateway)
-    with (
-        _open_stream(gateway, max_tokens=300),
-        httpx.Client(timeout=120) as http,
-        http.stream("POST", gateway.base_url + "/chat/completions", json={**LONG, "max_tokens": 5}) as queued,
-    ):  # admitted, waiting: the test config allows a queue of one
-        assert queued.status_code == 200
-        r = http.post(gateway.base_url + "/chat/completions", json={**LONG, "max_tokens": 5, "stream": False})
+    waiting: dict[str, httpx.Response] = {}
+
+    def queued() -> None:  # admitted behind the running stream: the test config allows a queue of one
+        waiting["r"] = httpx.post(
+            gateway.base_url + "/chat/completions", json={**LONG, "max_tokens": 4, "stream": False}, timeout=120
+        )
+
+    with _open_stream(gateway, max_tokens=400):
+        thread = threading.Thread(target=queued)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while _queue_depth(gateway) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _queue_depth(gateway) == 2
+        r = httpx.post(gateway.base_url + "/chat/completions", json={**LONG, "max_tokens": 4, "stream": False})
         assert r.status_code == 429
         assert int(r.headers["retry-after"]) >= 1
         assert r.json()["error"]["type"] == "rate_limit_error"
+    thread.join(120)  # leaving the stream freed the model: the queued request now runs
+    assert waiting["r"].status_code == 200
 
 
 def test_a_disconnected_stream_frees_the_model(gateway: GatewayProcess) -> None:

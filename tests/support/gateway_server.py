@@ -17,6 +17,16 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 
+LOCAL_TEST_MODEL = {
+    "name": "gemma3-270m",
+    "context_tokens": 4096,
+    "max_queue": 1,
+    "default_max_tokens": 64,
+    "threads": 1,
+}
+"""The embedded model as the tests configure it: a small context, a queue of one behind the running generation, and
+one thread (predictable on a busy 2-core machine, where two spinning llama.cpp threads run slower than one)."""
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -32,7 +42,17 @@ class GatewayProcess:
         self.port = free_port()
         self.workdir = workdir
         self.config_path = workdir / "tiergate.yaml"
-        self.config_path.write_text(yaml.safe_dump(dict(config)))
+        config = dict(config)
+        # Each gateway gets its own ledger in its own folder, written often so tests see rows soon.
+        ledger = {
+            "database_url": f"sqlite:///{workdir / 'ledger.sqlite3'}",
+            "spool_dir": str(workdir / "spool"),
+            "batch_interval_ms": 50,
+            **config.get("ledger", {}),
+        }
+        config["ledger"] = ledger
+        self.config = config
+        self.config_path.write_text(yaml.safe_dump(config))
         self.log_path = workdir / "gateway.log"
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None

@@ -1,0 +1,321 @@
+"""The request path after parsing: decide, run, verify, escalate once, and hand one answer to the HTTP layer.
+
+    signals -> rules -> route (backend + allowed fallback) -> run -> verify local answer
+        -> [escalate once to the frontier tier if it fails, or if the local tier is full / too small]
+        -> [fall back to the local tier if the frontier tier fails, where the rules allow it]
+
+A request that names a tier or a model (`local`, `frontier`, `gemma3-270m`) goes there: no scoring decides, no
+cross-tier fallback changes what the client asked for; only `enforce` rules (privacy pins) still apply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+
+import orjson
+
+from prompt_compression.compressor import Compressor
+from router.backend import Backend
+from router.catalog import VIRTUAL_AUTO, ModelCatalog
+from router.chat import ChatRequest, Completion, StreamEnd, StreamEvent, TextDelta, Tier, ToolCall, ToolCallDelta
+from router.errors import (
+    ContextLengthExceeded,
+    PermissionDenied,
+    QueueFull,
+    TiergateError,
+    Unavailable,
+    UpstreamError,
+)
+from router.rule_store import RuleStore
+from router.rules import Decision
+from router.sessions import NO_SESSION, SessionStore, StepOutcome
+from router.signals import SignalContext, Signals, extract_signals
+from router.trace import Attempt, RequestTrace
+from router.verification import VerificationChain
+
+log = logging.getLogger("tiergate.requests")
+
+Finisher = Callable[[RequestTrace, ChatRequest], None]
+"""Called once per request when it is over (the ledger and metrics hook)."""
+
+
+@dataclass(slots=True)
+class Answer:
+    """Either a whole completion or a stream of events, with the trace that explains the decision."""
+
+    trace: RequestTrace
+    completion: Completion | None = None
+    events: AsyncIterator[StreamEvent] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def model(self) -> str:
+        return self.trace.model or self.trace.requested_model
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    decision: Decision
+    backend: Backend
+    fallback: Backend | None
+    """The other tier's backend, where the decision allows a fallback and it is ready."""
+    signals: Signals
+
+
+# Room kept for the answer when sizing the local prompt budget and the request sets no max_tokens.
+_ANSWER_ROOM = 512
+
+# Local failures that send the request to the frontier tier instead (when allowed): the local tier cannot answer.
+_LOCAL_CANNOT = (QueueFull, ContextLengthExceeded, Unavailable)
+
+
+class ChatService:
+    def __init__(
+        self,
+        catalog: ModelCatalog,
+        rules: RuleStore,
+        sessions: SessionStore,
+        verification: VerificationChain,
+        on_finish: Finisher | None = None,
+        compressors: Mapping[str, Compressor] | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.rules = rules
+        self.sessions = sessions
+        self.verification = verification
+        self._on_finish = on_finish
+        self.compressors = dict(compressors or {})
+        """By backend name: what shrinks a request for that model (its tier's settings, its own tokenizer)."""
+        self._background: set[asyncio.Task[object]] = set()
+
+    # --- deciding --------------------------------------------------------------------------------------------
+
+    async def route(self, request: ChatRequest) -> Route:
+        local = self.catalog.default("local")
+        session = await self.sessions.get(request.session_id) if request.session_id else NO_SESSION
+        context = SignalContext(
+            local_context_tokens=local.context_tokens or 0 if local else 0,
+            local_queue_depth=local.queue_depth if local else 0,
+            session=session,
+        )
+        signals = extract_signals(request, context)
+        rules = self.rules.rules
+        if request.model == VIRTUAL_AUTO:
+            decision = rules.decide(signals, request)
+            pinned = False
+        else:
+            target = self.catalog.resolve(request.model)
+            decision = rules.enforced(signals, request) or Decision(
+                action=target.tier,
+                model=target.name,
+                rule="pinned",
+                score=rules.score(signals),
+                reason=f"model {request.model} requested",
+                allow_fallback=False,
+            )
+            pinned = decision.rule == "pinned"
+        if decision.action == "reject":
+            raise PermissionDenied(decision.message or "This request is refused by policy.", code="rejected_by_rule")
+        backend = self._backend_for(decision)
+        other_tier: Tier = "local" if backend.tier == "frontier" else "frontier"
+        fallback = self.catalog.default(other_tier) if decision.allow_fallback and not pinned else None
+        if fallback is not None and not fallback.ready:
+            fallback = None
+        if not backend.ready and fallback is not None:
+            # The decided tier cannot answer at all (no key, model not loaded): the other one answers instead.
+            return Route(decision, fallback, None, signals)
+        return Route(decision, backend, fallback, signals)
+
+    def _backend_for(self, decision: Decision) -> Backend:
+        if decision.model:
+            return self.catalog.resolve(decision.model)
+        backend = self.catalog.default(decision.action)  # type: ignore[arg-type]
+        if backend is None:
+            raise Unavailable(f"No {decision.action} model is configured.")
+        return backend
+
+    # --- answering -------------------------------------------------------------------------------------------
+
+    async def answer(self, request: ChatRequest) -> Answer:
+        trace = RequestTrace(request.request_id, request.model, request.session_id, stream=request.stream)
+        try:
+            route = await self.route(request)
+            trace.rule, trace.score, trace.reason = route.decision.rule, route.decision.score, route.decision.reason
+            trace.signals = route.signals.as_dict()
+            if route.backend.tier != route.decision.action:
+                trace.escalated = f"unavailable:{route.decision.action}"
+            if request.stream:
+                events = self._stream(request, route, trace)
+                first = await anext(events)  # headers wait for the first event: they must tell the final tier
+                return Answer(trace, events=self._finish_stream(request, trace, first, events), headers=trace.headers())
+            completion = await self._complete(request, route, trace)
+        except BaseException as exc:
+            self._fail(request, trace, exc)
+            raise
+        trace.finished_s = trace.elapsed()
+        self._finish(request, trace)
+        return Answer(trace, completion=completion, headers=trace.headers())
+
+    def _prepared(self, backend: Backend, request: ChatRequest, trace: RequestTrace) -> ChatRequest:
+        """The request as this backend should read it: compressed within its budget where that tier compresses."""
+        compressor = self.compressors.get(backend.name)
+        if compressor is None or not compressor.settings.enabled:
+            return request
+        budget = None
+        if backend.context_tokens:
+            budget = backend.context_tokens - (request.sampling.max_tokens or _ANSWER_ROOM)
+        result = compressor.compress(request, budget, request.session_id)
+        trace.compression = (result.tokens_before, result.tokens_after)
+        return result.request
+
+    async def _attempt(self, backend: Backend, request: ChatRequest, trace: RequestTrace) -> Completion:
+        started = time.perf_counter()
+        completion = await backend.complete(self._prepared(backend, request, trace))
+        trace.attempts.append(Attempt(backend.tier, backend.name, completion.usage, time.perf_counter() - started))
+        trace.answered_by(backend.tier, backend.name)
+        return completion
+
+    async def _complete(self, request: ChatRequest, route: Route, trace: RequestTrace) -> Completion:
+        backend, fallback = route.backend, route.fallback
+        try:
+            completion = await self._attempt(backend, request, trace)
+        except TiergateError as exc:
+            if fallback is None or not _may_fall_back(backend, exc):
+                raise
+            trace.escalated = f"{_why(backend, exc)}:{type(exc).__name__}"
+            return await self._attempt(fallback, request, trace)
+        if backend.tier == "local" and fallback is not None:
+            verdict = self.verification.check(request, completion)
+            if not verdict.ok:
+                trace.escalated = f"verification:{verdict.reason}"
+                log.info("local answer failed verification (%s %s); escalating", verdict.reason, verdict.detail)
+                return await self._attempt(fallback, request, trace)
+        return completion
+
+    async def _stream(self, request: ChatRequest, route: Route, trace: RequestTrace) -> AsyncIterator[StreamEvent]:
+        backend, fallback = route.backend, route.fallback
+        started = time.perf_counter()
+        try:
+            events = backend.stream(self._prepared(backend, request, trace))
+            trace.answered_by(backend.tier, backend.name)
+            if backend.tier == "local" and fallback is not None:
+                events = self._verified(request, events, fallback, trace)
+            first = await anext(events)
+        except TiergateError as exc:
+            if fallback is None or not _may_fall_back(backend, exc):
+                raise
+            trace.escalated = f"{_why(backend, exc)}:{type(exc).__name__}"
+            async for event in self._plain(fallback, request, trace):
+                yield event
+            return
+        yield first
+        async for event in events:
+            if isinstance(event, StreamEnd) and trace.tier == backend.tier:
+                trace.attempts.append(Attempt(backend.tier, backend.name, event.usage, time.perf_counter() - started))
+            yield event
+
+    async def _plain(self, backend: Backend, request: ChatRequest, trace: RequestTrace) -> AsyncIterator[StreamEvent]:
+        started = time.perf_counter()
+        trace.answered_by(backend.tier, backend.name)
+        async for event in backend.stream(self._prepared(backend, request, trace)):
+            if isinstance(event, StreamEnd):
+                trace.attempts.append(Attempt(backend.tier, backend.name, event.usage, time.perf_counter() - started))
+            yield event
+
+    async def _verified(
+        self, request: ChatRequest, events: AsyncIterator[StreamEvent], fallback: Backend, trace: RequestTrace
+    ) -> AsyncIterator[StreamEvent]:
+        """Local events, held back only as far as verification needs: tool calls and structured answers wait for
+        the end of the answer; plain text streams straight through. A failed answer that sent nothing yet is
+        replaced by the frontier tier's stream."""
+        hold_text = request.wants_tool_call or request.response_format.type != "text"
+        held: list[StreamEvent] = []
+        text: list[str] = []
+        calls: dict[int, list[str]] = {}
+        sent_text = False
+        started = time.perf_counter()
+        async for event in events:
+            if isinstance(event, TextDelta):
+                text.append(event.text)
+                if hold_text:
+                    held.append(event)
+                else:
+                    sent_text = True
+                    yield event
+            elif isinstance(event, ToolCallDelta):
+                held.append(event)
+                parts = calls.setdefault(event.index, [event.id or "", event.name or "", ""])
+                parts[2] += event.arguments
+            else:
+                completion = Completion(
+                    event.model,
+                    "".join(text) or None,
+                    [ToolCall(i or "", n, a) for i, n, a in calls.values()],
+                    event.finish_reason,
+                    event.usage,
+                )
+                verdict = self.verification.check(request, completion)
+                if not verdict.ok and not sent_text:
+                    trace.attempts.append(Attempt("local", event.model, event.usage, time.perf_counter() - started))
+                    trace.escalated = f"verification:{verdict.reason}"
+                    async for replacement in self._plain(fallback, request, trace):
+                        yield replacement
+                    return
+                for item in held:
+                    yield item
+                yield event
+
+    async def _finish_stream(
+        self, request: ChatRequest, trace: RequestTrace, first: StreamEvent, events: AsyncIterator[StreamEvent]
+    ) -> AsyncIterator[StreamEvent]:
+        try:
+            trace.mark_first_token()
+            yield first
+            async for event in events:
+                trace.mark_first_token()
+                yield event
+        except BaseException as exc:
+            self._fail(request, trace, exc)
+            raise
+        trace.finished_s = trace.elapsed()
+        self._finish(request, trace)
+
+    # --- after -----------------------------------------------------------------------------------------------
+
+    def _fail(self, request: ChatRequest, trace: RequestTrace, exc: BaseException) -> None:
+        trace.finished_s = trace.elapsed()
+        if isinstance(exc, TiergateError):
+            trace.status, trace.error = exc.status, type(exc).__name__
+        elif isinstance(exc, GeneratorExit | Exception):
+            trace.status, trace.error = 499 if isinstance(exc, GeneratorExit) else 500, type(exc).__name__
+        else:  # cancelled: the client went away
+            trace.status, trace.error = 499, "ClientDisconnected"
+        self._finish(request, trace)
+
+    def _finish(self, request: ChatRequest, trace: RequestTrace) -> None:
+        log.info("%s", orjson.dumps(trace.log_fields()).decode())
+        if request.session_id and trace.status == 200:
+            outcome = StepOutcome(
+                correction=bool(trace.signals.get("correction_now")),
+                stall=bool(trace.signals.get("stalled")),
+                escalated=trace.tier == "frontier",
+            )
+            task = asyncio.get_running_loop().create_task(self.sessions.record(request.session_id, outcome))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        if self._on_finish is not None:
+            self._on_finish(trace, request)
+
+
+def _may_fall_back(backend: Backend, exc: TiergateError) -> bool:
+    if backend.tier == "local":
+        return isinstance(exc, _LOCAL_CANNOT)
+    return isinstance(exc, UpstreamError | Unavailable)
+
+
+def _why(backend: Backend, exc: TiergateError) -> str:
+    return "spill" if backend.tier == "local" else "fallback"
