@@ -78,6 +78,7 @@ class RuleStore:
         self._stop: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._reloading = asyncio.Lock()
+        self._refused_digest: bytes | None = None
 
     @property
     def rules(self) -> RuleSet:
@@ -102,14 +103,18 @@ class RuleStore:
 
         Raises `RulesError` if the file cannot be read or is invalid; the rules in force stay.
         """
+        digest: bytes | None = None
         try:
             data = self._read()
             digest = hashlib.sha256(data).digest()
             if digest == self._digest:
                 self._last_error = None
                 return False
+            if digest == self._refused_digest:
+                return False  # the same bad bytes again (a change elsewhere in the folder): counted already
             rules = parse_rules(data, source=str(self.path))
         except RulesError as exc:
+            self._refused_digest = digest
             self.failures += 1
             self._last_error = str(exc)
             self._last_error_at = datetime.now(UTC)
@@ -152,7 +157,8 @@ class RuleStore:
             try:
                 async for _changes in watchfiles.awatch(
                     self.path.parent,
-                    watch_filter=None,
+                    # The folder is watched (editors save by rename), but only the rules file's own events count.
+                    watch_filter=lambda _change, path: Path(path).name == self.path.name,
                     debounce=self._debounce_ms,
                     step=self._step_ms,
                     stop_event=stop,

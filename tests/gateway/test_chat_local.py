@@ -157,7 +157,7 @@ def test_json_object_response_parses(client: openai.OpenAI) -> None:
         model="local",
         messages=[{"role": "user", "content": "Give me a JSON object describing a cat."}],
         response_format={"type": "json_object"},
-        max_tokens=60,
+        max_tokens=20,
         temperature=0,
     )
     if r.choices[0].finish_reason == "stop":

@@ -161,3 +161,22 @@ def test_an_invalid_file_at_start_up_is_an_error(tmp_path: Path) -> None:
     path.write_text("version: 1\n")
     with pytest.raises(RulesError, match="threshold"):
         RuleStore(path)
+
+
+def test_other_files_in_the_folder_do_not_count_the_same_bad_file_again(rules_path: Path) -> None:
+    async def run() -> None:
+        store = RuleStore(rules_path)
+        await store.start()
+        try:
+            await asyncio.to_thread(rules_path.write_text, "threshold: [not closed\n")
+            await poll(lambda: store.status().failures == 1)
+            neighbour = rules_path.parent / "gateway.log"
+            for n in range(5):  # a log or a database written beside the rules
+                await asyncio.to_thread(neighbour.write_text, f"line {n}\n")
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1.0)
+            assert store.status().failures == 1
+        finally:
+            await store.close()
+
+    asyncio.run(run())
