@@ -22,7 +22,7 @@ endif
 LLAMA_WHEEL := $(WHEELS)/.llama-cpp-python-$(LLAMA_VERSION)-portable
 FIND_LINKS := --find-links $(WHEELS)
 
-.PHONY: install install-test serve test lint typecheck unit constraints clean
+.PHONY: install install-test serve test lint typecheck unit test-browser constraints clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,8 +56,15 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
-unit: $(VENV)/.installed-test
+unit: $(VENV)/.installed-test test-browser
 	$(BIN)/pytest $(ARGS)
+
+# The dashboard test drives a real headless Chromium (Debian's package); install it where we can.
+test-browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	 { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	   else echo "chromium missing: the dashboard browser test will skip (sudo apt-get install chromium)"; fi; }
 
 test: lint typecheck unit
 

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from gateway.errors import install_error_handlers
 from gateway.ledger.pricing import Pricing
 from gateway.ledger.writer import Ledger
+from gateway.metrics import GatewayMetrics, chain_finishers, metrics_finisher, register_state_collectors
 from gateway.recording import ledger_finisher
 from gateway.routes import install_routes
 from gateway.settings import Settings
@@ -59,12 +60,15 @@ def create_app(settings: Settings) -> FastAPI:
     ledger = Ledger(
         settings.ledger, settings.cache_dir, pricing=Pricing.from_settings(settings.ledger, aliases=aliases)
     )
+    metrics = GatewayMetrics(catalog)  # its own CollectorRegistry, never the global one
+    register_state_collectors(metrics.registry, catalog=catalog, rules=rules, ledger=ledger)
+    finish = chain_finishers(ledger_finisher(ledger), metrics_finisher(metrics, ledger))
     chat = ChatService(
         catalog,
         rules,
         sessions,
         VerificationChain(routing.verifiers),
-        ledger_finisher(ledger),
+        finish,
         compressors=build_compressors(settings, catalog),
     )
     services = Services(settings=settings, catalog=catalog, chat=chat, rules=rules, ledger=ledger)
@@ -89,6 +93,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="Tiergate", version="0.1.0", lifespan=lifespan)
     app.state.services = services
+    app.state.metrics = metrics
     install_error_handlers(app)
     install_routes(app)
     return app
