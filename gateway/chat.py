@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -22,12 +23,13 @@ log = logging.getLogger("tiergate.chat")
 
 
 async def create_chat_completion(request: Request) -> Response:
+    received_at = time.perf_counter()
     services = services_of(request)
     body = await read_json_object(request, services.settings.max_body_bytes)
     wire = parse_model(ChatCompletionRequest, body)
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     chat = wire.to_internal(request_id, raw=body, session_id=request.headers.get(SESSION_HEADER))
-    answer = await services.chat.answer(chat)
+    answer = await services.chat.answer(chat, received_at)
     headers = answer.headers
     if answer.events is not None:
         writer = ChunkWriter(request_id, answer.model, chat.include_usage)

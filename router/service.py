@@ -140,8 +140,11 @@ class ChatService:
 
     # --- answering -------------------------------------------------------------------------------------------
 
-    async def answer(self, request: ChatRequest) -> Answer:
+    async def answer(self, request: ChatRequest, received_at: float | None = None) -> Answer:
+        """`received_at` (perf_counter) is when the HTTP layer got the request, so parsing counts as overhead."""
         trace = RequestTrace(request.request_id, request.model, request.session_id, stream=request.stream)
+        if received_at is not None:
+            trace.started = received_at
         try:
             route = await self.route(request)
             trace.rule, trace.score, trace.reason = route.decision.rule, route.decision.score, route.decision.reason
@@ -157,6 +160,8 @@ class ChatService:
             self._fail(request, trace, exc)
             raise
         trace.finished_s = trace.elapsed()
+        # What the gateway itself added: everything but the time spent inside backends.
+        trace.overhead_ms = max(trace.finished_s - sum(a.seconds for a in trace.attempts), 0.0) * 1000
         self._finish(request, trace)
         return Answer(trace, completion=completion, headers=trace.headers())
 
@@ -200,7 +205,9 @@ class ChatService:
         backend, fallback = route.backend, route.fallback
         started = time.perf_counter()
         try:
-            events = backend.stream(self._prepared(backend, request, trace))
+            prepared = self._prepared(backend, request, trace)
+            trace.overhead_ms = trace.elapsed() * 1000  # for a stream: what the gateway added before the backend began
+            events = backend.stream(prepared)
             trace.answered_by(backend.tier, backend.name)
             if backend.tier == "local" and fallback is not None:
                 events = self._verified(request, events, fallback, trace)

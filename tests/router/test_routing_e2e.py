@@ -99,6 +99,7 @@ def test_auto_sends_a_hard_request_to_the_frontier(client: openai.OpenAI, upstre
     assert headers["x-tiergate-model"] == "gpt-test"
     assert float(headers["x-tiergate-score"]) >= 0.5
     assert r.choices[0].message.content == "from the frontier"
+    assert 0 <= float(headers["x-tiergate-overhead-ms"]) < 1000  # the gateway's own share of the latency
     assert len(upstream.requests) == before + 1
     sent = upstream.requests[-1].body
     assert sent["model"] == "gpt-4.1-mini" and sent["messages"] == HARD
