@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -209,3 +210,43 @@ def test_rules_hot_reload_while_requests_flow(upstream: ScriptedUpstream, tmp_pa
         assert status["last_error"] and status["version"] == version
         _, headers = _create(client, model="auto", messages=HARD, max_tokens=4)
         assert headers["x-tiergate-tier"] == "frontier"  # the previous rules stay in force
+
+
+def test_a_full_local_queue_spills_to_the_frontier(gateway: GatewayProcess, client: openai.OpenAI) -> None:
+    body = {
+        "model": "local",
+        "messages": [{"role": "user", "content": "Write a very long story about a dragon, a knight and a city."}],
+        "max_tokens": 400,
+        "temperature": 1.0,
+        "seed": 3,
+        "stream": True,
+    }
+    waiting: list[int] = []
+
+    def queued() -> None:
+        r = httpx.post(
+            gateway.base_url + "/chat/completions", json={**body, "max_tokens": 2, "stream": False}, timeout=120
+        )
+        waiting.append(r.status_code)
+
+    with (
+        httpx.Client(timeout=120) as http,
+        http.stream("POST", gateway.base_url + "/chat/completions", json=body) as running,
+    ):
+        lines = running.iter_lines()  # kept referenced: a closed iterator would close the connection
+        next(line for line in lines if line.startswith("data: "))
+        thread = threading.Thread(target=queued)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # one generating, one waiting: the local queue (of one) is full
+            depth = httpx.get(gateway.url + "/readyz").json()["models"]["gemma3-270m"]["queue_depth"]
+            if depth == 2:
+                break
+            time.sleep(0.02)
+        assert depth == 2
+        r, headers = _create(client, model="auto", messages=EASY, max_tokens=8)
+        assert headers["x-tiergate-escalated"] == "spill:QueueFull", dict(headers)
+        assert headers["x-tiergate-tier"] == "frontier"
+        assert r.choices[0].message.content == "from the frontier"
+    thread.join(120)
+    assert waiting == [200]
