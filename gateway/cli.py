@@ -14,6 +14,8 @@ _DELEGATED: dict[str, tuple[str, str, str]] = {
     "db": ("gateway.ledger.cli", "db_main", "apply (upgrade) or revert (downgrade) the ledger's migrations"),
     "report": ("gateway.ledger.cli", "report_main", "cost per successful outcome, by tier, rule, model or day"),
     "eval-compression": ("prompt_compression.evaluation", "main", "token reduction and tool recall on BFCL"),
+    "eval-router": ("router.evaluation.cli", "main", "RouteLLM's APGR / CPT metrics of a scorer on outcome data"),
+    "train-router": ("router.evaluation.cli", "train_main", "train the learned complexity scorer"),
 }
 
 
