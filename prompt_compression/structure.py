@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from prompt_compression.schema import DROPPED_KEYS, TYPE_ALIASES
+from prompt_compression.schema import DROPPED_KEYS, normalise_type
 from router.chat import Tool
 
 _SCHEMA_KEYS = frozenset({"items", "additionalProperties", "not", "contains", "propertyNames", "if", "then", "else"})
@@ -28,15 +28,6 @@ def _json(value: Any) -> bytes:
         return repr(value).encode()
 
 
-def _expected_type(value: Any) -> Any:
-    if isinstance(value, str):
-        return TYPE_ALIASES.get(value, value)
-    if isinstance(value, list):
-        mapped = [TYPE_ALIASES.get(v, v) if isinstance(v, str) else v for v in value]
-        return None if None in mapped else mapped
-    return value
-
-
 def _compare(original: Any, compacted: Any, path: str, problems: list[str]) -> None:
     if not isinstance(original, dict) or not isinstance(compacted, dict):
         if _json(original) != _json(compacted):
@@ -49,7 +40,7 @@ def _compare(original: Any, compacted: Any, path: str, problems: list[str]) -> N
         if key in _FREE_KEYS:
             continue
         if key == "type":
-            expected = _expected_type(value)
+            expected = normalise_type(value)
             if expected is None:
                 if "type" in compacted:
                     problems.append(f"{where}: {value!r} (any) became {compacted['type']!r}")

@@ -187,10 +187,13 @@ def _scoped(query: Select[Any], report: ReportQuery, by_request: Subquery, by_se
 # --- PostgreSQL ---------------------------------------------------------------------------------------------------
 
 
-def _aggregate_in_sql(connection: Connection, report: ReportQuery) -> tuple[dict[Any, Totals], Totals]:
-    by_request, by_session = _latest_outcomes(report.metric)
+def outcome_columns(
+    metric: str, spec: MetricSettings
+) -> tuple[Subquery, Subquery, ColumnElement[bool], ColumnElement[str]]:
+    """In SQL: the latest outcome per request and per session, whether a row's outcome passed (its own, else its
+    session's), and what one success is (`r:<request>` or `s:<session>`: a successful session counts once)."""
+    by_request, by_session = _latest_outcomes(metric)
     value = func.coalesce(by_request.c.value, by_session.c.value)
-    spec = report.success
     passed: ColumnElement[bool]
     if spec.type == "boolean":
         passed = value >= 0.5
@@ -202,6 +205,11 @@ def _aggregate_in_sql(connection: Connection, report: ReportQuery) -> tuple[dict
         (by_request.c.value.is_not(None), literal("r:") + RequestRow.id),
         else_=literal("s:") + RequestRow.session_id,
     )
+    return by_request, by_session, passed, target
+
+
+def _aggregate_in_sql(connection: Connection, report: ReportQuery) -> tuple[dict[Any, Totals], Totals]:
+    by_request, by_session, passed, target = outcome_columns(report.metric, report.success)
     measures = (
         func.count(),
         func.count().filter(RequestRow.status >= 400),

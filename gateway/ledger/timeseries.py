@@ -19,12 +19,12 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, Select, case, func, literal, literal_column, select
+from sqlalchemy import ColumnElement, Connection, Engine, Select, case, func, literal_column, select
 from sqlalchemy.sql.selectable import Subquery
 
 from gateway.ledger.models import RequestRow
 from gateway.ledger.pricing import quantize
-from gateway.ledger.report import _latest_outcomes, percentile
+from gateway.ledger.report import _latest_outcomes, outcome_columns, percentile
 from gateway.ledger.settings import MetricSettings
 
 TOTAL = "total"
@@ -174,20 +174,7 @@ def _scoped(statement: Select[Any], query: SeriesQuery, by_request: Subquery, by
 
 
 def _aggregate_in_sql(connection: Connection, query: SeriesQuery) -> dict[tuple[int, str], _Bucket]:
-    by_request, by_session = _latest_outcomes(query.metric)
-    value = func.coalesce(by_request.c.value, by_session.c.value)
-    spec = query.success
-    passed: ColumnElement[bool]
-    if spec.type == "boolean":
-        passed = value >= 0.5
-    elif spec.higher_is_better:
-        passed = value >= spec.threshold
-    else:
-        passed = value <= spec.threshold
-    target = case(
-        (by_request.c.value.is_not(None), literal("r:") + RequestRow.id),
-        else_=literal("s:") + RequestRow.session_id,
-    )
+    by_request, by_session, passed, target = outcome_columns(query.metric, query.success)
     # created_at is a naive UTC timestamp: its epoch is the UTC one. The numbers are written into the SQL, not bound:
     # with bound parameters the SELECT and GROUP BY expressions would differ and PostgreSQL would refuse the query.
     since: ColumnElement[float] = literal_column(repr(float(query.since.timestamp())))
