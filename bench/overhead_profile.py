@@ -99,7 +99,7 @@ def ensure_py_spy(venv: Path = PROFILE_VENV) -> Path:
     if executable.exists():
         return executable
     print(f"creating {venv} with py-spy=={PY_SPY_VERSION} (once)", file=sys.stderr)
-    base = shutil.which("python3.11") or getattr(sys, "_base_executable", sys.executable)
+    base = shutil.which("python3.11") or str(getattr(sys, "_base_executable", sys.executable))
     subprocess.run([base, "-m", "venv", str(venv)], check=True)
     subprocess.run(
         [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", f"py-spy=={PY_SPY_VERSION}"],

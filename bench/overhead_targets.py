@@ -261,7 +261,7 @@ def ensure_litellm_venv(venv: Path = LITELLM_VENV) -> Path:
     python = venv / "bin" / "python"
     if cli.exists() and _installed_version(python) == LITELLM_VERSION:
         return cli
-    base = shutil.which("python3.11") or getattr(sys, "_base_executable", sys.executable)
+    base = shutil.which("python3.11") or str(getattr(sys, "_base_executable", sys.executable))
     print(f"creating {venv} with litellm[proxy]=={LITELLM_VERSION} (a few minutes, once)", file=sys.stderr)
     subprocess.run([base, "-m", "venv", str(venv)], check=True)
     subprocess.run(
