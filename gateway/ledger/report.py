@@ -142,10 +142,10 @@ class Totals:
             "errors": self.errors,
             "successes": self.successes,
             "successful_requests": self.successful_requests,
-            "spend_usd": _money(self.spend),
-            "spend_per_success_usd": _money(per_success) if per_success is not None else None,
-            "counterfactual_usd": _money(self.counterfactual),
-            "savings_usd": _money(self.counterfactual - self.spend),
+            "spend_usd": money(self.spend),
+            "spend_per_success_usd": money(per_success) if per_success is not None else None,
+            "counterfactual_usd": money(self.counterfactual),
+            "savings_usd": money(self.counterfactual - self.spend),
             "escalation_rate": self.frontier / self.routed if self.routed else None,
             "escalated_after_local": self.escalated,
             "latency_p50_ms": self.latency_p50_ms,
@@ -153,7 +153,8 @@ class Totals:
         }
 
 
-def _money(amount: Decimal) -> str:
+def money(amount: Decimal) -> str:
+    """A decimal string with the ledger's 12 places at most."""
     return format(quantize(amount).normalize(), "f")
 
 

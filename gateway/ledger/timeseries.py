@@ -23,8 +23,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, Select, case, func, li
 from sqlalchemy.sql.selectable import Subquery
 
 from gateway.ledger.models import RequestRow
-from gateway.ledger.pricing import quantize
-from gateway.ledger.report import _latest_outcomes, outcome_columns, percentile
+from gateway.ledger.report import Totals, _latest_outcomes, outcome_columns, percentile
 from gateway.ledger.settings import MetricSettings
 
 TOTAL = "total"
@@ -61,17 +60,9 @@ class SeriesQuery:
 
 
 @dataclass(slots=True)
-class _Bucket:
-    requests: int = 0
-    errors: int = 0
-    routed: int = 0
-    frontier: int = 0
-    escalated: int = 0
-    successes: int = 0
-    spend: Decimal = Decimal(0)
-    counterfactual: Decimal = Decimal(0)
-    latency_p50_ms: float | None = None
-    latency_p95_ms: float | None = None
+class _Bucket(Totals):
+    """The cost report's totals for one time bucket and tier, plus time to first token."""
+
     ttft_p50_ms: float | None = None
     ttft_p95_ms: float | None = None
     # Only while aggregating in Python:
@@ -111,27 +102,11 @@ _MEASURES = (
 
 
 def _values(bucket: _Bucket) -> dict[str, Any]:
-    per_success = bucket.spend / bucket.successes if bucket.successes else None
-    return {
-        "requests": bucket.requests,
-        "errors": bucket.errors,
-        "successes": bucket.successes,
-        "spend_usd": money(bucket.spend),
-        "counterfactual_usd": money(bucket.counterfactual),
-        "savings_usd": money(bucket.counterfactual - bucket.spend),
-        "spend_per_success_usd": money(per_success) if per_success is not None else None,
-        "escalation_rate": bucket.frontier / bucket.routed if bucket.routed else None,
-        "escalated_after_local": bucket.escalated,
-        "latency_p50_ms": bucket.latency_p50_ms,
-        "latency_p95_ms": bucket.latency_p95_ms,
-        "ttft_p50_ms": bucket.ttft_p50_ms,
-        "ttft_p95_ms": bucket.ttft_p95_ms,
-    }
-
-
-def money(amount: Decimal) -> str:
-    """A decimal string with the ledger's 12 places at most, as the cost report writes money."""
-    return format(quantize(amount).normalize(), "f")
+    values = bucket.as_dict()
+    del values["successful_requests"]  # the series plots outcomes, not steps
+    values["ttft_p50_ms"] = bucket.ttft_p50_ms
+    values["ttft_p95_ms"] = bucket.ttft_p95_ms
+    return values
 
 
 def build_timeseries(engine: Engine, query: SeriesQuery) -> dict[str, Any]:
