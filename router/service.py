@@ -191,7 +191,7 @@ class ChatService:
         except TiergateError as exc:
             if fallback is None or not _may_fall_back(backend, exc):
                 raise
-            trace.escalated = f"{_why(backend, exc)}:{type(exc).__name__}"
+            trace.escalated = f"{_why(backend)}:{type(exc).__name__}"
             return await self._attempt(fallback, request, trace)
         if backend.tier == "local" and fallback is not None:
             verdict = self.verification.check(request, completion)
@@ -215,7 +215,7 @@ class ChatService:
         except TiergateError as exc:
             if fallback is None or not _may_fall_back(backend, exc):
                 raise
-            trace.escalated = f"{_why(backend, exc)}:{type(exc).__name__}"
+            trace.escalated = f"{_why(backend)}:{type(exc).__name__}"
             async for event in self._plain(fallback, request, trace):
                 yield event
             return
@@ -324,5 +324,5 @@ def _may_fall_back(backend: Backend, exc: TiergateError) -> bool:
     return isinstance(exc, UpstreamError | Unavailable)
 
 
-def _why(backend: Backend, exc: TiergateError) -> str:
+def _why(backend: Backend) -> str:
     return "spill" if backend.tier == "local" else "fallback"
