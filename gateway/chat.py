@@ -19,6 +19,7 @@ from router.chat import StreamEvent
 from router.errors import TiergateError
 
 SESSION_HEADER = "x-tiergate-session"
+TASK_HEADER = "x-tiergate-task"
 log = logging.getLogger("tiergate.chat")
 
 
@@ -28,7 +29,10 @@ async def create_chat_completion(request: Request) -> Response:
     body = await read_json_object(request, services.settings.max_body_bytes)
     wire = parse_model(ChatCompletionRequest, body)
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
-    chat = wire.to_internal(request_id, raw=body, session_id=request.headers.get(SESSION_HEADER))
+    headers_in = request.headers
+    chat = wire.to_internal(
+        request_id, raw=body, session_id=headers_in.get(SESSION_HEADER), task_id=headers_in.get(TASK_HEADER)
+    )
     answer = await services.chat.answer(chat, received_at)
     headers = answer.headers
     if answer.events is not None:

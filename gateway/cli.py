@@ -16,6 +16,10 @@ _DELEGATED: dict[str, tuple[str, str, str]] = {
     "eval-compression": ("prompt_compression.evaluation", "main", "token reduction and tool recall on BFCL"),
     "eval-router": ("router.evaluation.cli", "main", "RouteLLM's APGR / CPT metrics of a scorer on outcome data"),
     "train-router": ("router.evaluation.cli", "train_main", "train the learned complexity scorer"),
+    "calibrate": ("router.evaluation.calibration", "main", "set a rules file's score threshold for an escalation rate"),
+    "replay": ("router.evaluation.replay", "main", "re-score logged requests under another rules file"),
+    "keys": ("gateway.auth.cli", "main", "create, list and revoke client API keys"),
+    "export": ("gateway.ledger.export", "main", "export agent trajectories for training (flow-grpo, sft)"),
 }
 
 

@@ -220,7 +220,7 @@ class GatewayMetrics:
             self._child(self.compression_input, tier_label).inc(max(before, 0))
             self._child(self.compression_saved, tier_label).inc(max(before - after, 0))
         record = to_record(trace, request, store_prompts=False)
-        row = build_row(record, ledger.pricing, store_prompts=False)
+        row = build_row(record, ledger.pricing)
         spend = Decimal(0)
         if record.tier is not None and record.model is not None:
             self._attempt(record.tier, record.model, record.tokens_in, record.tokens_out, row["cost_usd"])

@@ -8,8 +8,6 @@ from router.chat import ChatRequest
 from router.service import Finisher
 from router.trace import RequestTrace
 
-TASK_HEADER = "x-tiergate-task"
-
 
 def to_record(trace: RequestTrace, request: ChatRequest, store_prompts: bool) -> RequestRecord:
     final = trace.final
@@ -18,6 +16,8 @@ def to_record(trace: RequestTrace, request: ChatRequest, store_prompts: bool) ->
         request_id=trace.request_id,
         requested_model=trace.requested_model,
         session_id=trace.session_id,
+        task_id=request.task_id,
+        api_key_id=request.caller.key_id,
         tier=trace.tier if final else None,
         model=trace.model if final else None,
         rule=trace.rule or None,

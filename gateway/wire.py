@@ -204,7 +204,9 @@ class ChatCompletionRequest(WireModel):
     top_p: float | None = Field(None, ge=0.0, le=1.0)
     user: str | None = None
 
-    def to_internal(self, request_id: str, raw: dict[str, Any], session_id: str | None = None) -> ChatRequest:
+    def to_internal(
+        self, request_id: str, raw: dict[str, Any], session_id: str | None = None, task_id: str | None = None
+    ) -> ChatRequest:
         """Check what the wire types cannot express, then build the internal request."""
         if self.n not in (None, 1):
             raise InvalidRequest("Only n=1 is supported.", param="n", code="unsupported_value")
@@ -254,6 +256,7 @@ class ChatCompletionRequest(WireModel):
             stream=bool(self.stream),
             include_usage=bool(self.stream_options and self.stream_options.include_usage),
             session_id=session_id or self.user,
+            task_id=task_id,
             user=self.user,
             raw=raw,
         )

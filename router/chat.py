@@ -69,6 +69,27 @@ class Sampling:
     frequency_penalty: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent a request, as the gateway's authentication found it, and what that key's policy asks of the router.
+
+    The embedded quick start runs without keys: every request then has `ANONYMOUS`."""
+
+    key_id: str | None = None
+    """The key's public id (never the secret)."""
+    policy_tags: frozenset[str] = frozenset()
+    """The key's policy tags, visible to rules as the `policy_tags` signal (e.g. `local-only`)."""
+    escalation_bias: float = 0.0
+    """Added to every score threshold for this request: it rises as the key's frontier budget runs down."""
+    frontier_allowed: bool = True
+    """False once the key's frontier budget is spent (policy `local`): the request stays on the local tier."""
+    store_prompts: bool = False
+    """Store this request's messages and answer in the ledger (for replay and trajectory export)."""
+
+
+ANONYMOUS = Caller()
+
+
 @dataclass(slots=True)
 class ChatRequest:
     request_id: str
@@ -83,7 +104,10 @@ class ChatRequest:
     stream: bool = False
     include_usage: bool = False
     session_id: str | None = None
+    task_id: str | None = None
+    """`X-Tiergate-Task`: the question this session works on; several runs of one task form a GRPO group."""
     user: str | None = None
+    caller: Caller = ANONYMOUS
     raw: dict[str, Any] = field(default_factory=dict)
     """The body as the client sent it, for upstreams that speak the OpenAI protocol already: it is forwarded with
     only `model` replaced. Whoever changes the request (the compressor) must clear it (`raw={}`), so that the

@@ -3,6 +3,7 @@
 - `requests`: one row per request (not per HTTP retry), keyed by the request id the client saw.
 - `sessions`: one row per agent session: when it was first and last seen, how many steps it took.
 - `outcomes`: feedback that arrives later, for one request or a whole session, on a metric declared in the config.
+- `api_keys`: client keys (only a SHA-256 digest of each), their scope, limits and budgets.
 
 Static metadata (prices, rule definitions, metric directions and thresholds) stays in the config, not in rows:
 a row holds what happened (names, tokens, seconds, the money it cost) and nothing that could be looked up.
@@ -80,6 +81,11 @@ class RequestRow(Base):
     compression_tokens_before: Mapped[int | None] = mapped_column(Integer)
     compression_tokens_after: Mapped[int | None] = mapped_column(Integer)
     prompt: Mapped[list[dict[str, Any]] | None] = mapped_column(CompactJSON)
+    """The messages as received; only where prompt storage is on (for the key, or `ledger.store_prompts`)."""
+    response: Mapped[dict[str, Any] | None] = mapped_column(CompactJSON)
+    """The assistant message returned (role, content, tool_calls); stored exactly when `prompt` is."""
+    step: Mapped[int | None] = mapped_column(Integer)
+    """The request's position in its session (1 for the first step), as the session store counted it."""
 
     __table_args__ = (
         Index("ix_requests_created_at", "created_at"),
@@ -113,3 +119,26 @@ class OutcomeRow(Base):
         Index("ix_outcomes_request_id", "request_id"),
         Index("ix_outcomes_session_id", "session_id"),
     )
+
+
+class ApiKeyRow(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    """The public id (shown in lists, stored on requests); the secret is never stored."""
+    name: Mapped[str] = mapped_column(String)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    """Hex SHA-256 of the secret key. Keys are 256-bit random, so a plain hash is enough (no password stretching)."""
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    requests_per_minute: Mapped[int | None] = mapped_column(Integer)
+    tokens_per_minute: Mapped[int | None] = mapped_column(Integer)
+    budget_usd_per_day: Mapped[Decimal | None] = mapped_column(Money)
+    budget_usd_per_month: Mapped[Decimal | None] = mapped_column(Money)
+    over_budget: Mapped[str] = mapped_column(String(16), default="local")
+    """What happens once a frontier budget is spent: `local` (stay on the local tier) or `refuse` (429)."""
+    policy_tags: Mapped[list[str]] = mapped_column(CompactJSON, default=list)
+    store_prompts: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (Index("ux_api_keys_key_hash", "key_hash", unique=True),)

@@ -59,7 +59,11 @@ class RequestRecord:
     compression_tokens_before: int | None = None
     compression_tokens_after: int | None = None
     prompt: list[dict[str, Any]] | None = None
-    """The messages as sent; stored only when `ledger.store_prompts` is on."""
+    """The messages as sent; set only where prompt storage is on (`ledger.store_prompts`, or the key's setting)."""
+    response: dict[str, Any] | None = None
+    """The assistant message returned (role, content, tool_calls); set exactly when `prompt` is."""
+    step: int | None = None
+    """The request's position in its session (1 for the first step), as the session store counted it."""
 
     @property
     def escalated(self) -> bool:

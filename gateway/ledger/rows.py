@@ -24,7 +24,9 @@ Row = dict[str, Any]
 """A `requests` row as column name to value, plus `task_id` for the session it belongs to."""
 
 
-def build_row(record: RequestRecord, pricing: Pricing, *, store_prompts: bool) -> Row:
+def build_row(record: RequestRecord, pricing: Pricing) -> Row:
+    """The row of one record. Prompt and response are stored as the record carries them: whether to keep them was
+    decided when the record was built (`gateway.recording`), by the config and the client's key."""
     cost = pricing.attempt_cost(
         record.tier, record.model, record.tokens_in, record.tokens_out, record.tokens_cached, record.compute_ms
     )
@@ -62,7 +64,9 @@ def build_row(record: RequestRecord, pricing: Pricing, *, store_prompts: bool) -
         "error_class": record.error_class,
         "compression_tokens_before": record.compression_tokens_before,
         "compression_tokens_after": record.compression_tokens_after,
-        "prompt": record.prompt if store_prompts else None,
+        "prompt": record.prompt,
+        "response": record.response,
+        "step": record.step,
     }
 
 

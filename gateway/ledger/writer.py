@@ -230,13 +230,12 @@ class Ledger:
     def _drain(self, *, everything: bool = True) -> None:
         queue = self._queue
         pricing = self.pricing
-        store_prompts = self.settings.store_prompts
         while len(queue) >= self._batch_rows or (everything and queue):
             batch: list[Row] = []
             while queue and len(batch) < self._batch_rows:
                 record = queue.popleft()
                 try:
-                    batch.append(build_row(record, pricing, store_prompts=store_prompts))
+                    batch.append(build_row(record, pricing))
                 except Exception:
                     self._rejected += 1
                     log.exception("ledger: could not build the row of request %s", record.request_id)

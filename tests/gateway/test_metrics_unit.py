@@ -113,7 +113,7 @@ def test_one_escalated_request_counts_everywhere_with_the_ledgers_costs(ledger: 
     # Each attempt's tokens and cost under its own tier and model; the wasted local attempt is both.
     assert _value(r, "tiergate_input_tokens_total", tier="local", model="gemma3-270m") == 120
     assert _value(r, "tiergate_output_tokens_total", tier="frontier", model="gpt-test") == 40
-    row = build_row(to_record(trace, _request(), False), ledger.pricing, store_prompts=False)
+    row = build_row(to_record(trace, _request(), False), ledger.pricing)
     assert row["wasted_cost_usd"] > 0 and row["cost_usd"] > 0
     frontier_cost = _value(r, "tiergate_cost_usd_total", tier="frontier", model="gpt-test")
     local_cost = _value(r, "tiergate_cost_usd_total", tier="local", model="gemma3-270m")

@@ -113,13 +113,18 @@ def test_every_row_stores_its_cost_on_the_default_frontier_model(
     assert row.counterfactual_usd > row.cost_usd
 
 
-def test_prompts_are_stored_only_when_switched_on(sqlite_url: str, make_ledger: LedgerFactory) -> None:
+def test_prompt_response_and_step_are_stored_as_the_record_carries_them(
+    sqlite_url: str, make_ledger: LedgerFactory
+) -> None:
     messages = [{"role": "user", "content": "Weather in Oslo?"}]
-    _record_all(make_ledger(sqlite_url), [local_record("off", prompt=messages)])
-    _record_all(make_ledger(sqlite_url, store_prompts=True), [local_record("on", prompt=messages)])
+    answer = {"role": "assistant", "content": "Rain."}
+    _record_all(
+        make_ledger(sqlite_url),
+        [local_record("kept", prompt=messages, response=answer, step=3), local_record("not kept")],
+    )
     rows = _rows(sqlite_url)
-    assert rows["off"].prompt is None
-    assert rows["on"].prompt == messages
+    assert (rows["kept"].prompt, rows["kept"].response, rows["kept"].step) == (messages, answer, 3)
+    assert (rows["not kept"].prompt, rows["not kept"].response, rows["not kept"].step) == (None, None, None)
 
 
 def test_start_refuses_a_default_frontier_model_without_a_price(

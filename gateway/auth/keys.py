@@ -1,0 +1,27 @@
+"""A client API key as the gateway holds it in memory (loaded from the ledger's `api_keys` table)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal
+
+OverBudget = Literal["local", "refuse"]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str
+    """Public id: shown in lists and stored on ledger rows. The secret itself is never kept, only its digest."""
+    name: str
+    admin: bool = False
+    """Admin scope: `/admin/*`, the dashboard, reports and feedback management."""
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    budget_usd_per_day: Decimal | None = None
+    """Frontier spend allowed per UTC day; None is unlimited."""
+    budget_usd_per_month: Decimal | None = None
+    over_budget: OverBudget = "local"
+    """Once a budget is spent: `local` keeps requests on the local tier, `refuse` answers 429."""
+    policy_tags: frozenset[str] = frozenset()
+    store_prompts: bool = False
