@@ -69,7 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
         catalog,
         rules,
         sessions,
-        VerificationChain(routing.verifiers),
+        VerificationChain(routing.verifiers, {m.name: m.verifiers for m in settings.local_models}),
         finish,
         compressors=build_compressors(settings, catalog),
     )

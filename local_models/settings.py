@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from local_models.presets import PRESETS, apply_preset
+from router.verification import VERIFIERS
 
 EMBEDDED_MODEL_NAME = "gemma3-270m"
 
@@ -12,6 +16,11 @@ EMBEDDED_MODEL_NAME = "gemma3-270m"
 class LocalModelSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    preset: str | None = Field(
+        None,
+        description=f"A known model's defaults ({', '.join(sorted(PRESETS))}); fields set in the entry win. "
+        "`path` is still required.",
+    )
     name: str = Field(EMBEDDED_MODEL_NAME, min_length=1, description="Model name clients send and the ledger records.")
     path: Path | None = Field(
         None, description="GGUF file. Empty means the embedded Gemma 3 270M from PyPI, assembled on first start."
@@ -38,3 +47,21 @@ class LocalModelSettings(BaseModel):
         512, ge=1, le=131_072, description="Completion tokens when the request sets no max_tokens."
     )
     max_tokens_limit: int = Field(4096, ge=1, le=1_048_576, description="Largest max_tokens a request may ask for.")
+    verifiers: tuple[str, ...] = Field(
+        (),
+        description="Checks run on this model's answers on top of `routing.verifiers`; a failure escalates once. "
+        f"Known: {', '.join(sorted(VERIFIERS))}.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_defaults(cls, data: Any) -> Any:
+        return apply_preset(data) if isinstance(data, dict) else data
+
+    @field_validator("verifiers")
+    @classmethod
+    def _known_verifiers(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(names) - set(VERIFIERS))
+        if unknown:
+            raise ValueError(f"unknown verifiers {', '.join(unknown)}; known: {', '.join(sorted(VERIFIERS))}")
+        return names

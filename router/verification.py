@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar
@@ -146,6 +146,8 @@ class AgentFlowPlannerFormat(Verifier):
     name = "agentflow_planner"
 
     def check(self, request: ChatRequest, completion: Completion) -> Verdict:
+        if not is_planner_step(request):
+            return PASS  # the same model also answers other steps (final answers, summaries): not ours to judge
         text = completion.text or ""
         if "Context:" not in text or "Sub-Goal:" not in text:
             return Verdict(False, "planner_format", "missing Context: or Sub-Goal:")
@@ -157,6 +159,10 @@ class AgentFlowPlannerFormat(Verifier):
         if offered and chosen not in offered:
             return Verdict(False, "planner_unknown_tool", chosen)
         return PASS
+
+
+def is_planner_step(request: ChatRequest) -> bool:
+    return any("Tool Name:" in (m.content or "") for m in request.messages if m.role in ("system", "user"))
 
 
 def offered_planner_tools(request: ChatRequest) -> set[str]:
@@ -171,16 +177,26 @@ DEFAULT_VERIFIERS = ("not_empty", "not_truncated", "tool_calls_valid", "json_ans
 
 
 class VerificationChain:
-    """The verifiers a deployment runs on local answers, in order; the first failure decides."""
+    """The verifiers a deployment runs on local answers, in order; the first failure decides. A model may add its
+    own (`per_model`, keyed by the name its answers carry: a planner preset adds the planner format check)."""
 
-    def __init__(self, names: Iterable[str] = DEFAULT_VERIFIERS) -> None:
-        unknown = [n for n in names if n not in VERIFIERS]
+    def __init__(
+        self, names: Iterable[str] = DEFAULT_VERIFIERS, per_model: Mapping[str, Iterable[str]] | None = None
+    ) -> None:
+        names = list(names)
+        wanted = names + [n for extra in (per_model or {}).values() for n in extra]
+        unknown = [n for n in wanted if n not in VERIFIERS]
         if unknown:
             raise ValueError(f"unknown verifiers: {', '.join(unknown)}; known: {', '.join(sorted(VERIFIERS))}")
         self.verifiers = [VERIFIERS[n]() for n in names]
+        # Built once here, so a request pays one dict lookup for its model's chain.
+        self._by_model = {
+            model: self.verifiers + [VERIFIERS[n]() for n in dict.fromkeys(extra) if n not in names]
+            for model, extra in (per_model or {}).items()
+        }
 
     def check(self, request: ChatRequest, completion: Completion) -> Verdict:
-        for verifier in self.verifiers:
+        for verifier in self._by_model.get(completion.model, self.verifiers):
             verdict = verifier.check(request, completion)
             if not verdict.ok:
                 return verdict

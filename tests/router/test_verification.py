@@ -95,7 +95,10 @@ def test_json_answers_are_checked_against_their_schema() -> None:
     assert CHAIN.check(request, _answer(text='{"age": ')).reason == "json_unparsable"
 
 
-PLANNER_PROMPT = "Available tools: [Python_Coder_Tool, Web_Search_Tool]\nQuery: what is 2+2?"
+PLANNER_PROMPT = (
+    "Available tools: [Python_Coder_Tool, Web_Search_Tool]\nQuery: what is 2+2?\n"
+    "Respond with:\nJustification: <why>\nContext: <facts>\nSub-Goal: <next step>\nTool Name: <one tool>"
+)
 
 
 @pytest.mark.parametrize(
@@ -103,15 +106,51 @@ PLANNER_PROMPT = "Available tools: [Python_Coder_Tool, Web_Search_Tool]\nQuery: 
     [
         ("Justification: simple.\nContext: none\nSub-Goal: compute 2+2\nTool Name: Python_Coder_Tool", True),
         ("Justification: x\nContext: y\nSub-Goal: z\nTool Name: Web_Search_Tool", True),
+        # Markdown-bold labels and a quoted name, as 7B planners often write them.
+        ("**Context:** y\n**Sub-Goal:** z\n**Tool Name:** `Python_Coder_Tool`", True),
+        # A changed mind: AgentFlow acts on the last Tool Name, so that is the one checked.
+        ("Context: y\nSub-Goal: z\nTool Name: Calculator_Tool\nCorrection:\nTool Name: Web_Search_Tool", True),
+        ("Context: y\nSub-Goal: z\nTool Name: Web_Search_Tool\nCorrection:\nTool Name: Calculator_Tool", False),
         ("Justification: x\nContext: y\nSub-Goal: z\nTool Name: Calculator_Tool", False),
+        ("Justification: x\nContext: y\nSub-Goal: z\nTool Name: python_coder_tool", False),
         ("Context: y\nTool Name: Python_Coder_Tool", False),
+        ("Sub-Goal: z\nTool Name: Python_Coder_Tool", False),
+        ("Context: y\nSub-Goal: z", False),
         ("The answer is 4.", False),
+        ("", False),
     ],
 )
 def test_agentflow_planner_format(answer: str, ok: bool) -> None:
     verifier = VERIFIERS["agentflow_planner"]()
     request = ChatRequest("r", "auto", [Message("user", PLANNER_PROMPT)])
     assert verifier.check(request, _answer(text=answer)).ok is ok
+
+
+def test_planner_failures_say_why() -> None:
+    verifier = VERIFIERS["agentflow_planner"]()
+    request = ChatRequest("r", "auto", [Message("system", PLANNER_PROMPT), Message("user", "Next step?")])
+    unknown = verifier.check(request, _answer(text="Context: y\nSub-Goal: z\nTool Name: Calculator_Tool"))
+    assert (unknown.reason, unknown.detail) == ("planner_unknown_tool", "Calculator_Tool")
+    assert verifier.check(request, _answer(text="4")).reason == "planner_format"
+
+
+def test_only_planner_steps_are_held_to_the_planner_format() -> None:
+    # The planner model also writes final answers; a prompt that asks for no `Tool Name:` is not a planner step.
+    verifier = VERIFIERS["agentflow_planner"]()
+    final_step = ChatRequest("r", "auto", [Message("user", "Steps so far: ... Give the final answer.")])
+    assert verifier.check(final_step, _answer(text="The answer is 4.")).ok
+
+
+def test_a_model_can_add_its_own_verifiers() -> None:
+    chain = VerificationChain(per_model={"planner": ["agentflow_planner"]})
+    request = ChatRequest("r", "auto", [Message("user", PLANNER_PROMPT)])
+    prose = "The answer is 4."
+    assert chain.check(request, Completion("planner", prose, [], "stop", Usage(10, 5))).reason == "planner_format"
+    assert chain.check(request, Completion("other-model", prose, [], "stop", Usage(10, 5))).ok
+    # The deployment-wide checks still run first for that model.
+    assert chain.check(request, Completion("planner", "", [], "stop", Usage(10, 5))).reason == "empty_answer"
+    with pytest.raises(ValueError, match="unknown verifiers"):
+        VerificationChain(per_model={"planner": ["psychic"]})
 
 
 def test_unknown_verifier_names_are_refused() -> None:
