@@ -14,7 +14,7 @@ from gateway.ledger.database import downgrade, make_engine, upgrade
 from gateway.ledger.models import Base
 from gateway.ledger.settings import LedgerSettings
 
-LEDGER_TABLES = {"requests", "sessions", "outcomes"}
+LEDGER_TABLES = {"requests", "sessions", "outcomes", "api_keys"}
 
 
 def _tables(database_url: str) -> set[str]:
@@ -49,7 +49,7 @@ def test_tiergate_db_upgrades_and_downgrades(
     settings, cache = LedgerSettings(), tmp_path / "cache"
 
     assert db_main(["upgrade", "--database-url", sqlite_url], settings=settings, cache_dir=cache) == 0
-    assert "revision 0001" in capsys.readouterr().out
+    assert "revision 0002" in capsys.readouterr().out
     assert _tables(sqlite_url) >= LEDGER_TABLES
 
     assert db_main(["downgrade", "base", "--database-url", sqlite_url], settings=settings, cache_dir=cache) == 0
