@@ -1,0 +1,1 @@
+"""Runnable examples of agents written against Tiergate with the official `openai` client."""
