@@ -10,6 +10,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from gateway.auth.authenticator import Authenticator
+from gateway.auth.store import KeyStore
 from gateway.errors import install_error_handlers
 from gateway.ledger.pricing import Pricing
 from gateway.ledger.writer import Ledger
@@ -66,6 +68,8 @@ def create_app(settings: Settings) -> FastAPI:
     register_state_collectors(metrics.registry, catalog=catalog, rules=rules, ledger=ledger)
     finish = chain_finishers(ledger_finisher(ledger), metrics_finisher(metrics, ledger))
     chat = ChatService(
+    if not settings.request_log:
+        logging.getLogger("tiergate.requests").setLevel(logging.WARNING)
         catalog,
         rules,
         sessions,
@@ -73,7 +77,17 @@ def create_app(settings: Settings) -> FastAPI:
         finish,
         compressors=build_compressors(settings, catalog),
     )
-    services = Services(settings=settings, catalog=catalog, chat=chat, rules=rules, ledger=ledger)
+    keys = (
+        KeyStore(
+            ledger.database_url,
+            refresh_interval_s=settings.auth.refresh_interval_s,
+            timeout_s=settings.ledger.db_timeout_s,
+        )
+        if settings.auth.enabled
+        else None
+    )
+    auth = Authenticator(keys, store_prompts=settings.ledger.store_prompts)
+    services = Services(settings=settings, catalog=catalog, chat=chat, rules=rules, ledger=ledger, auth=auth)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -85,6 +99,15 @@ def create_app(settings: Settings) -> FastAPI:
                 )
         await rules.start()
         await ledger.start()
+        if keys is not None:
+            await keys.start()  # after the ledger: it has applied the migrations that make the keys' table
+        else:
+            log.warning(
+                "running OPEN: no API keys are checked; anyone who can reach %s:%d may use every route, the "
+                "dashboard and the reports included. Start with a config file or set auth.enabled: true.",
+                settings.host,
+                settings.port,
+            )
         # Everything built at start-up lives as long as the process: move it out of the collector's way. Without
         # this, full collections under load walked ~150k objects and stopped the event loop for 147-272 ms
         # (bench/overhead.py at 200 RPS: p99 559 ms before, 197 ms after; details in BENCHMARKS.md).
@@ -94,6 +117,8 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await rules.close()
+            if keys is not None:
+                await keys.close()
             await ledger.close()
             await sessions.close()
             await asyncio.gather(*(b.close() for b in catalog.backends))

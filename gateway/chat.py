@@ -33,6 +33,7 @@ async def create_chat_completion(request: Request) -> Response:
     chat = wire.to_internal(
         request_id, raw=body, session_id=headers_in.get(SESSION_HEADER), task_id=headers_in.get(TASK_HEADER)
     )
+    chat.caller = services.auth.caller(request.state.api_key)  # the route's key check left the key there
     answer = await services.chat.answer(chat, received_at)
     headers = answer.headers
     if answer.events is not None:

@@ -26,7 +26,8 @@ async def readyz(request: Request) -> JSONResponse:
     }
     local = catalog.default("local")
     ready = local is not None and local.ready
-    return JSONResponse({"ready": ready, "models": models}, status_code=200 if ready else 503)
+    auth = "on" if services_of(request).auth.enabled else "off"  # "off": anyone who reaches the port may use it
+    return JSONResponse({"ready": ready, "auth": auth, "models": models}, status_code=200 if ready else 503)
 
 
 async def list_models(request: Request) -> JSONResponse:

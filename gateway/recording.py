@@ -44,9 +44,8 @@ def to_record(trace: RequestTrace, request: ChatRequest, store_prompts: bool) ->
 
 
 def ledger_finisher(ledger: Ledger) -> Finisher:
-    store_prompts = ledger.settings.store_prompts
-
     def finish(trace: RequestTrace, request: ChatRequest) -> None:
-        ledger.record(to_record(trace, request, store_prompts))
+        # The caller says: its key's `store_prompts`, or `ledger.store_prompts` for everyone (gateway.auth).
+        ledger.record(to_record(trace, request, request.caller.store_prompts))
 
     return finish

@@ -65,6 +65,26 @@ class CompressionTiers(_Strict):
     )
 
 
+class AuthSettings(_Strict):
+    """Who may call the gateway. Keys live in the ledger database (`tiergate keys create|list|revoke`).
+
+    One section for callers: the rate limiter's fields (its Redis URL, window sizes) join these here."""
+
+    enabled: bool | None = Field(
+        None,
+        description="Require `Authorization: Bearer KEY` on `/v1/*` and an admin key on `/admin/*`, the dashboard's "
+        "data and reports. Null: on when the gateway starts with a config file, off for the embedded quick start "
+        "without one (which then logs loudly that it runs open).",
+    )
+    refresh_interval_s: float = Field(
+        2.0,
+        gt=0,
+        le=3600,
+        description="How often the key set is reloaded from the database, so created and revoked keys take effect "
+        "within this many seconds without a restart.",
+    )
+
+
 class Settings(BaseSettings):
     """The whole configuration. `load_settings` builds it from a file and the environment."""
 
@@ -96,8 +116,14 @@ class Settings(BaseSettings):
         default_factory=CompressionTiers, description="Prompt compression of tool-calling requests, per tier."
     )
     ledger: LedgerSettings = Field(
+    request_log: bool = Field(
+        True,
+        description="One JSON log line per request (logger `tiergate.requests`). Turn off where the ledger and "
+        "metrics are enough: it saves the line's encoding and write on every request.",
+    )
         default_factory=LedgerSettings, description="Request ledger: database, prices, feedback metrics."
     )
+    auth: AuthSettings = Field(default_factory=AuthSettings, description="API keys: on, off, refresh interval.")
 
     @field_validator("cache_dir")
     @classmethod
@@ -138,7 +164,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
 
     where = f"config file {config_file}" if config_file else "configuration"
     try:
-        return _FromFile(**overrides)
+        settings = _FromFile(**overrides)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
@@ -146,3 +172,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise ConfigError(f"{where}: {problems}") from None
     except Exception as exc:  # a YAML syntax error, an unreadable file
         raise ConfigError(f"{where}: {exc}") from None
+    if settings.auth.enabled is None:
+        # A config file means a deployment: keys are checked unless it says otherwise. No file is the quick start.
+        auth = settings.auth.model_copy(update={"enabled": config_file is not None})
+        settings = settings.model_copy(update={"auth": auth})
+    return settings

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from gateway.auth.authenticator import Authenticator
 from gateway.ledger.writer import Ledger
 from gateway.settings import Settings
 from router.catalog import ModelCatalog
@@ -20,6 +21,7 @@ class Services:
     chat: ChatService
     rules: RuleStore
     ledger: Ledger
+    auth: Authenticator
 
 
 def services_of(request: Request) -> Services:

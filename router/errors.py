@@ -4,7 +4,7 @@
     ├── InvalidRequest                 400 invalid_request_error
     │   ├── PayloadTooLarge            413 invalid_request_error / payload_too_large
     │   └── ContextLengthExceeded      400 invalid_request_error / context_length_exceeded
-    ├── AuthenticationFailed           401 authentication_error / invalid_api_key
+    ├── AuthenticationFailed           401 invalid_request_error / invalid_api_key (as OpenAI answers a bad key)
     ├── PermissionDenied               403 permission_error
     ├── ModelNotFound                  404 invalid_request_error / model_not_found
     ├── RateLimited                    429 rate_limit_error (carries Retry-After)
@@ -56,7 +56,7 @@ class ContextLengthExceeded(InvalidRequest):
 
 class AuthenticationFailed(TiergateError):
     status = 401
-    type = "authentication_error"
+    type = "invalid_request_error"  # OpenAI's own type for a missing or wrong key; clients branch on the 401
     default_code = "invalid_api_key"
 
 

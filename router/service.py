@@ -101,6 +101,7 @@ class ChatService:
             local_context_tokens=local.context_tokens or 0 if local else 0,
             local_queue_depth=local.queue_depth if local else 0,
             session=session,
+            policy_tags=request.caller.policy_tags,
         )
         signals = extract_signals(request, context)
         rules = self.rules.rules
@@ -304,16 +305,8 @@ class ChatService:
         self._finish(request, trace)
 
     def _finish(self, request: ChatRequest, trace: RequestTrace) -> None:
-        log.info("%s", orjson.dumps(trace.log_fields()).decode())
-        if request.session_id and trace.status == 200:
-            outcome = StepOutcome(
-                correction=bool(trace.signals.get("correction_now")),
-                stall=bool(trace.signals.get("stalled")),
-                escalated=trace.tier == "frontier",
-            )
-            task = asyncio.get_running_loop().create_task(self.sessions.record(request.session_id, outcome))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        if log.isEnabledFor(logging.INFO):  # `request_log: false` turns the line off, and its JSON encoding with it
+            log.info("%s", orjson.dumps(trace.log_fields()).decode())
         if self._on_finish is not None:
             self._on_finish(trace, request)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
@@ -25,3 +27,16 @@ class ApiKey:
     """Once a budget is spent: `local` keeps requests on the local tier, `refuse` answers 429."""
     policy_tags: frozenset[str] = frozenset()
     store_prompts: bool = False
+
+
+SECRET_PREFIX = "tg-"
+
+
+def new_secret() -> str:
+    """A new client secret: 32 random bytes from the OS, URL-safe base64, prefixed so it is recognisable in a leak."""
+    return SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+def digest(secret: str) -> str:
+    """What the database stores and the gateway looks keys up by: the hex SHA-256 of the secret."""
+    return hashlib.sha256(secret.encode()).hexdigest()

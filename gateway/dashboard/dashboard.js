@@ -380,9 +380,10 @@
     const problem = document.getElementById("problem");
     try {
       const response = await fetch("dashboard/data?range=" + encodeURIComponent(rangeSelect().value), {
-        headers: { accept: "application/json" },
+        headers: { accept: "application/json", ...window.tiergateAuth.headers() },
       });
       const body = await response.json();
+      if (response.status === 401 || response.status === 403) window.tiergateAuth.ask(body, load);
       if (!response.ok) throw new Error((body.error && body.error.message) || "HTTP " + response.status);
       state.data = body;
       state.loads++;

@@ -20,7 +20,11 @@ _SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
     "cache-control": "no-cache",
 }
-_ASSETS = {"dashboard.js": "text/javascript; charset=utf-8", "dashboard.css": "text/css; charset=utf-8"}
+_ASSETS = {
+    "dashboard.js": "text/javascript; charset=utf-8",
+    "auth.js": "text/javascript; charset=utf-8",  # asks for an admin key when the data answers 401 or 403
+    "dashboard.css": "text/css; charset=utf-8",
+}
 
 
 def metrics_of(request: Request) -> GatewayMetrics:

@@ -51,6 +51,8 @@ class GatewayProcess:
             **config.get("ledger", {}),
         }
         config["ledger"] = ledger
+        # A config file turns API keys on; tests that are not about keys run open, as the quick start does.
+        config.setdefault("auth", {"enabled": False})
         self.config = config
         self.config_path.write_text(yaml.safe_dump(config))
         self.log_path = workdir / "gateway.log"
