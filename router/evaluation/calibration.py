@@ -151,7 +151,11 @@ def find_site(text: str, rule: str | None, source: str) -> ThresholdSite:
             raise CalibrationError(f"{source}: rule {rule!r} does not escalate (action is not frontier)")
         condition = spec.get("when") or {}
         comparison = condition.get("score") if isinstance(condition, dict) else None
-        if not isinstance(comparison, CommentedMap) or not comparison or set(comparison) - {">=", ">"} or len(comparison) > 1:
+        if (
+            not isinstance(comparison, CommentedMap)
+            or len(comparison) != 1
+            or next(iter(comparison)) not in (">=", ">")
+        ):
             raise CalibrationError(
                 f"{source}: rule {rule!r} has no top-level `score` condition with one `>=` or `>` to calibrate"
             )

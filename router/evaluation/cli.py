@@ -18,6 +18,8 @@ import numpy as np
 
 from router.evaluation.datasets import BENCHMARK_NAMES, DEFAULT_DATA_DIR, Benchmark, load_benchmark
 from router.evaluation.learned import DEFAULT_ARTIFACT, LearnedScorer
+from router.evaluation.ledger_source import add_ledger_arguments
+from router.evaluation.ledger_training import train_from_ledger
 from router.evaluation.plotting import plot_curves
 from router.evaluation.registry import SCORERS, create_scorer
 from router.evaluation.report import ScorerResult, append_entry, evaluate, format_table, markdown_entry
@@ -130,6 +132,12 @@ def _train_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="L2 strength")
     parser.add_argument("--record", type=Path, default=DEFAULT_RECORD, help="file the figures are appended to")
     parser.add_argument("--no-record", action="store_true", help="print only; append nothing")
+    ledger = parser.add_argument_group("training on the gateway's own ledger (instead of --data)")
+    ledger.add_argument(
+        "--from-ledger", action="store_true", help="label stored prompts by local outcomes and escalations"
+    )
+    ledger.add_argument("--metric", default=None, help="feedback metric that defines success (default: success)")
+    add_ledger_arguments(parser, since_default="90d")
     return parser
 
 
@@ -141,6 +149,8 @@ def train_main(argv: list[str] | None = None, *, prog: str = "tiergate train-rou
     if args.folds < 2 or args.alpha <= 0:
         print("--folds must be at least 2 and --alpha positive", file=sys.stderr)
         return 2
+    if args.from_ledger:
+        return train_from_ledger(args, prog)
     started = time.perf_counter()
     try:
         benchmarks = [load_benchmark(name, args.data) for name in BENCHMARK_NAMES]

@@ -106,9 +106,14 @@ class LoggedRequest:
         return "local" if self.escalated else self.tier
 
 
-def read_auto_routed(engine: Engine, since: datetime | None, metric: str | None = None) -> list[LoggedRequest]:
-    """Requests to `auto` that were routed (have a tier), oldest first, with their outcome on `metric`."""
-    query = select(RequestRow).where(RequestRow.requested_model == AUTO_MODEL, RequestRow.tier.is_not(None))
+def read_auto_routed(
+    engine: Engine, since: datetime | None, metric: str | None = None, *, auto_only: bool = True
+) -> list[LoggedRequest]:
+    """Requests to `auto` (every request, with `auto_only` false) that were routed (have a tier), oldest first,
+    with their outcome on `metric`."""
+    query = select(RequestRow).where(RequestRow.tier.is_not(None))
+    if auto_only:
+        query = query.where(RequestRow.requested_model == AUTO_MODEL)
     if since is not None:
         query = query.where(RequestRow.created_at >= since)
     with engine.connect() as connection:

@@ -350,3 +350,70 @@ def test_the_dashboard_ships_its_own_assets() -> None:
         body = (package / name).read_text()
         assert "http://" not in body.replace("http://www.w3.org/2000/svg", "") and "https://" not in body, name
     assert not Path(package / "node_modules").exists()
+
+
+async def _drive_session_view(browser: Browser, gateway: GatewayProcess, session_id: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session, session.ws_connect(browser.page_ws, max_msg_size=0) as ws:
+        tools = DevTools(ws)
+        for domain in ("Runtime", "Log", "Page"):
+            await tools.call(f"{domain}.enable")
+        await tools.call("Page.navigate", url=f"{gateway.url}/dashboard?range=1h&refresh=0")
+        await tools.wait_for("window.tiergateSessions && window.tiergateSessions.loads >= 1")
+        listed = await tools.evaluate(
+            f"""(() => {{
+              const row = document.querySelector('#sessions-table tr[data-session="{session_id}"]');
+              if (!row) return null;
+              const cells = [...row.cells].map((c) => c.textContent);
+              row.click();  // opens the session's steps, as a user's click does
+              return cells;
+            }})()"""
+        )
+        await tools.wait_for("window.tiergateSessions.detailLoads >= 1")
+        detail = await tools.evaluate(
+            """(() => ({
+              title: document.getElementById('session-title').textContent,
+              summary: document.getElementById('session-summary').textContent,
+              steps: [...document.querySelectorAll('#session-steps tbody tr')].map(
+                (r) => [...r.cells].map((c) => c.textContent)),
+              search: location.search,
+              errors: window.tiergateSessions.errors,
+            }))()"""
+        )
+        await asyncio.sleep(0.3)  # let late console events arrive
+        await tools.evaluate("1")
+        return {"listed": listed, "detail": detail, "problems": tools.problems()}
+
+
+def test_the_session_view_shows_a_sessions_steps_in_order(browser: Browser, gateway: GatewayProcess) -> None:
+    session_id = "session-view-run"
+    headers = {"x-tiergate-session": session_id, "x-tiergate-task": "view-task"}
+    client = openai.OpenAI(base_url=gateway.base_url, api_key="x", max_retries=0, timeout=60)
+    tiers = ("frontier", "local", "frontier")
+    for model in tiers:
+        client.chat.completions.create(model=model, messages=HI, max_tokens=2, extra_headers=headers)
+    feedback = {"session_id": session_id, "metric": "success", "value": False}
+    assert httpx.post(gateway.url + "/v1/feedback", json=feedback, timeout=10).status_code == 200
+    deadline = time.monotonic() + 10
+    while len(httpx.get(f"{gateway.url}/dashboard/sessions/{session_id}", timeout=10).json().get("steps", [])) < 3:
+        assert time.monotonic() < deadline, "the ledger did not record the session's steps"
+        time.sleep(0.05)
+
+    result = asyncio.run(_drive_session_view(browser, gateway, session_id))
+
+    assert result["problems"] == [] and result["detail"]["errors"] == []
+    session_id_cell, task, steps, spend, outcome, _ = result["listed"]
+    assert (session_id_cell, task, steps, outcome) == (session_id, "view-task", "3", "failure")
+    assert spend.startswith("$")
+    detail = result["detail"]
+    assert detail["title"] == f"Session {session_id} · task view-task"
+    assert "3 steps" in detail["summary"] and "outcome: failure" in detail["summary"]
+    # step, tier, model, rule, escalated, cost, latency, status
+    assert [row[:5] for row in detail["steps"]] == [
+        ["1", "frontier", "gpt-test", "pinned", "no"],
+        ["2", "local", "gemma3-270m", "pinned", "no"],
+        ["3", "frontier", "gpt-test", "pinned", "no"],
+    ]
+    assert all(row[5].startswith("$") and row[7] == "200" for row in detail["steps"])
+    assert f"session={session_id}" in detail["search"]
+    assert httpx.get(gateway.url + "/dashboard/sessions/no-such-session", timeout=10).status_code == 404
+    assert httpx.get(gateway.url + "/dashboard/sessions?limit=0", timeout=10).status_code == 400
