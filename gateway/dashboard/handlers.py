@@ -23,6 +23,7 @@ _SECURITY_HEADERS = {
 _ASSETS = {
     "dashboard.js": "text/javascript; charset=utf-8",
     "auth.js": "text/javascript; charset=utf-8",  # asks for an admin key when the data answers 401 or 403
+    "sessions.js": "text/javascript; charset=utf-8",  # the session view
     "dashboard.css": "text/css; charset=utf-8",
 }
 

@@ -181,7 +181,7 @@ def test_admin_routes_need_the_admin_scope(
     gateway: GatewayProcess, client_key: tuple[str, str], admin_key: tuple[str, str]
 ) -> None:
     until(lambda: chat_status(gateway, admin_key[1]) == 200)
-    for path in ("/admin/rules", "/v1/reports/cost", "/dashboard/data"):
+    for path in ("/admin/rules", "/v1/reports/cost", "/dashboard/data", "/dashboard/sessions"):
         as_client = httpx.get(gateway.url + path, headers={"authorization": f"Bearer {client_key[1]}"}, timeout=30)
         assert as_client.status_code == 403, path
         error = as_client.json()["error"]
