@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from gateway.auth.authenticator import Authenticator
+from gateway.auth.limits import Limiter, build_counters
 from gateway.auth.store import KeyStore
 from gateway.errors import install_error_handlers
 from gateway.ledger.pricing import Pricing
@@ -66,7 +67,10 @@ def create_app(settings: Settings) -> FastAPI:
     )
     metrics = GatewayMetrics(catalog)  # its own CollectorRegistry, never the global one
     register_state_collectors(metrics.registry, catalog=catalog, rules=rules, ledger=ledger)
-    finish = chain_finishers(ledger_finisher(ledger), metrics_finisher(metrics, ledger))
+    limits = Limiter(
+        settings.auth.limits, build_counters(settings.auth.limits), catalog, ledger, registry=metrics.registry
+    )
+    finish = chain_finishers(ledger_finisher(ledger), metrics_finisher(metrics, ledger), limits.finisher())
     chat = ChatService(
     if not settings.request_log:
         logging.getLogger("tiergate.requests").setLevel(logging.WARNING)
@@ -87,7 +91,9 @@ def create_app(settings: Settings) -> FastAPI:
         else None
     )
     auth = Authenticator(keys, store_prompts=settings.ledger.store_prompts)
-    services = Services(settings=settings, catalog=catalog, chat=chat, rules=rules, ledger=ledger, auth=auth)
+    services = Services(
+        settings=settings, catalog=catalog, chat=chat, rules=rules, ledger=ledger, auth=auth, limits=limits
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -99,6 +105,7 @@ def create_app(settings: Settings) -> FastAPI:
                 )
         await rules.start()
         await ledger.start()
+        await limits.start()  # each key's frontier spend so far today and this month, from the ledger
         if keys is not None:
             await keys.start()  # after the ledger: it has applied the migrations that make the keys' table
         else:
@@ -119,6 +126,7 @@ def create_app(settings: Settings) -> FastAPI:
             await rules.close()
             if keys is not None:
                 await keys.close()
+            await limits.close()
             await ledger.close()
             await sessions.close()
             await asyncio.gather(*(b.close() for b in catalog.backends))

@@ -34,6 +34,8 @@ async def create_chat_completion(request: Request) -> Response:
         request_id, raw=body, session_id=headers_in.get(SESSION_HEADER), task_id=headers_in.get(TASK_HEADER)
     )
     chat.caller = services.auth.caller(request.state.api_key)  # the route's key check left the key there
+    if request.state.api_key is not None:  # its rate limits and frontier budget (429, or the caller's bias)
+        chat.caller = await services.limits.admit(request.state.api_key, chat.caller, chat.model)
     answer = await services.chat.answer(chat, received_at)
     headers = answer.headers
     if answer.events is not None:

@@ -18,6 +18,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from gateway.auth.limit_settings import LimitsSettings
 from gateway.ledger.settings import LedgerSettings
 from local_models.settings import LocalModelSettings
 from prompt_compression.settings import CompressionSettings
@@ -82,6 +83,10 @@ class AuthSettings(_Strict):
         le=3600,
         description="How often the key set is reloaded from the database, so created and revoked keys take effect "
         "within this many seconds without a restart.",
+    )
+    limits: LimitsSettings = Field(
+        default_factory=LimitsSettings,
+        description="Per-key rate limits and frontier budgets: counters in memory or Redis, window, threshold bias.",
     )
 
 

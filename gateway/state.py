@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from gateway.auth.authenticator import Authenticator
+from gateway.auth.limits import Limiter
 from gateway.ledger.writer import Ledger
 from gateway.settings import Settings
 from router.catalog import ModelCatalog
@@ -22,6 +23,7 @@ class Services:
     rules: RuleStore
     ledger: Ledger
     auth: Authenticator
+    limits: Limiter
 
 
 def services_of(request: Request) -> Services:

@@ -89,11 +89,14 @@ def subject_kind(subject: str) -> str | None:
 class Facts:
     """What conditions look at for one request: its signals, its score, and its message text, joined on first use."""
 
-    __slots__ = ("_request", "_texts", "score", "signals")
+    __slots__ = ("_request", "_texts", "score", "signals", "threshold_bias")
 
     def __init__(self, signals: Signals, score: float, request: ChatRequest) -> None:
         self.signals = signals
         self.score = score
+        self.threshold_bias = request.caller.escalation_bias
+        """Added to every number a `score` condition compares with: as a key's frontier budget runs down, the
+        bar for escalating rises (and a rule that keeps easy requests local covers more of them)."""
         self._request = request
         self._texts: dict[str, str] = {}
 
@@ -196,6 +199,19 @@ class Comparison(Condition):
         return (self.subject,)
 
 
+class ScoreComparison(Comparison):
+    """`score op threshold`, where the threshold moves by the caller's escalation bias (`Facts.threshold_bias`)."""
+
+    def __init__(self, op: str, threshold: float) -> None:
+        compare = _COMPARE[op]
+        super().__init__("score", op, threshold, lambda actual: compare(actual, threshold))
+        self._compare = compare
+        self._threshold = threshold
+
+    def test(self, facts: Facts) -> bool:
+        return self._compare(facts.score, self._threshold + facts.threshold_bias)
+
+
 def _join_described(parts: list[Condition], glue: str) -> str:
     if len(parts) == 1:
         return parts[0].describe()
@@ -265,6 +281,8 @@ class _Compiler:
             needle = value
             return Comparison(subject, op, value, lambda actual: needle in actual)
         _check_value(subject, kind, value, path)
+        if subject == "score" and isinstance(value, int | float):
+            return ScoreComparison(op, float(value))
         compare = _COMPARE[op]
         return Comparison(subject, op, value, lambda actual: compare(actual, value))
 

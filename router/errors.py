@@ -7,8 +7,9 @@
     ├── AuthenticationFailed           401 invalid_request_error / invalid_api_key (as OpenAI answers a bad key)
     ├── PermissionDenied               403 permission_error
     ├── ModelNotFound                  404 invalid_request_error / model_not_found
-    ├── RateLimited                    429 rate_limit_error (carries Retry-After)
-    │   └── QueueFull                  429 rate_limit_error / queue_full
+    ├── RateLimited                    429 rate_limit_error / rate_limit_exceeded (carries Retry-After)
+    │   ├── QueueFull                  429 rate_limit_error / queue_full
+    │   └── BudgetExceeded             429 rate_limit_error / budget_exceeded (a key's frontier budget is spent)
     ├── UpstreamError                  502 upstream_error (a frontier provider failed)
     │   └── UpstreamTimeout            504 upstream_error / timeout
     └── Unavailable                    503 service_unavailable (model not loaded, tier without key)
@@ -86,6 +87,10 @@ class RateLimited(TiergateError):
 
 class QueueFull(RateLimited):
     default_code = "queue_full"
+
+
+class BudgetExceeded(RateLimited):
+    default_code = "budget_exceeded"
 
 
 class UpstreamError(TiergateError):

@@ -169,7 +169,7 @@ class RuleSet:
             decision = self._try(rule, facts)
             if decision is not None:
                 return decision
-        return self._by_score(score)
+        return self._by_score(score, facts.threshold_bias)
 
     def enforced(self, signals: Signals, request: ChatRequest) -> Decision | None:
         """For a request that names a tier or model: the first `enforce` rule that matches, else None (keep it)."""
@@ -210,14 +210,16 @@ class RuleSet:
             message=rule.message,
         )
 
-    def _by_score(self, score: float) -> Decision:
-        frontier = score >= self.threshold
+    def _by_score(self, score: float, bias: float = 0.0) -> Decision:
+        """`bias` (the caller's escalation bias, from its frontier budget) raises the threshold for this request."""
+        frontier = score >= self.threshold + bias
+        biased = f" + budget bias {bias:.3f}" if bias else ""
         return Decision(
             action="frontier" if frontier else "local",
             model=self.default.frontier_model if frontier else self.default.local_model,
             rule=DEFAULT_RULE,
             score=score,
-            reason=f"score {score:.3f} {'>=' if frontier else '<'} threshold {self.threshold:g}",
+            reason=f"score {score:.3f} {'>=' if frontier else '<'} threshold {self.threshold:g}{biased}",
             allow_fallback=self.default.fallback,
         )
 

@@ -6,6 +6,10 @@
 
 A request that names a tier or a model (`local`, `frontier`, `gemma3-270m`) goes there: no scoring decides, no
 cross-tier fallback changes what the client asked for; only `enforce` rules (privacy pins) still apply.
+
+A caller whose frontier budget is spent (`Caller.frontier_allowed` false) is held on the local tier the way a
+privacy pin is: its decision becomes local with no fallback, so no rule, escalation, verification failure, spill
+or fallback can reach a frontier backend; naming a frontier model is refused with 429 `budget_exceeded`.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import orjson
 
@@ -23,6 +27,7 @@ from router.backend import Backend
 from router.catalog import VIRTUAL_AUTO, ModelCatalog
 from router.chat import ChatRequest, Completion, StreamEnd, StreamEvent, TextDelta, Tier, ToolCall, ToolCallDelta
 from router.errors import (
+    BudgetExceeded,
     ContextLengthExceeded,
     PermissionDenied,
     QueueFull,
@@ -68,6 +73,8 @@ class Route:
 
 # Room kept for the answer when sizing the local prompt budget and the request sets no max_tokens.
 _ANSWER_ROOM = 512
+
+_BUDGET_SPENT = "This API key's frontier budget is spent: its requests stay on the local tier."
 
 # Local failures that send the request to the frontier tier instead (when allowed): the local tier cannot answer.
 _LOCAL_CANNOT = (QueueFull, ContextLengthExceeded, Unavailable)
@@ -121,7 +128,11 @@ class ChatService:
             pinned = decision.rule == "pinned"
         if decision.action == "reject":
             raise PermissionDenied(decision.message or "This request is refused by policy.", code="rejected_by_rule")
+        if not request.caller.frontier_allowed:
+            decision = self._held_local(decision, request, pinned)
         backend = self._backend_for(decision)
+        if backend.tier == "frontier" and not request.caller.frontier_allowed:  # a local rule naming a frontier model
+            raise BudgetExceeded(_BUDGET_SPENT)
         other_tier: Tier = "local" if backend.tier == "frontier" else "frontier"
         fallback = self.catalog.default(other_tier) if decision.allow_fallback and not pinned else None
         if fallback is not None and not fallback.ready:
@@ -130,6 +141,23 @@ class ChatService:
             # The decided tier cannot answer at all (no key, model not loaded): the other one answers instead.
             return Route(decision, fallback, None, signals)
         return Route(decision, backend, fallback, signals)
+
+    def _held_local(self, decision: Decision, request: ChatRequest, pinned: bool) -> Decision:
+        """The decision for a caller that may not use the frontier tier: a local pin without fallback."""
+        if decision.action == "frontier" and pinned:
+            raise BudgetExceeded(f"{_BUDGET_SPENT} Model `{request.model}` is a frontier model; use `auto` or `local`.")
+        if self.catalog.default("local") is None:
+            raise BudgetExceeded(f"{_BUDGET_SPENT} No local model is configured to answer instead.")
+        if decision.action == "local":
+            return replace(decision, allow_fallback=False)
+        return Decision(
+            action="local",
+            model=None,
+            rule=decision.rule,
+            score=decision.score,
+            reason=f"{decision.reason}; held on the local tier: the key's frontier budget is spent",
+            allow_fallback=False,
+        )
 
     def _backend_for(self, decision: Decision) -> Backend:
         if decision.model:
