@@ -249,9 +249,9 @@ def scores_from_ledger(args: argparse.Namespace, settings: Settings, rules: Rule
     try:
         logged = read_auto_routed(engine, since)
     except Exception as exc:
-        if not is_transient(exc):
+        if isinstance(exc, SourceError) or not is_transient(exc):
             raise
-        raise CalibrationError(f"cannot read the ledger: {exc}") from None
+        raise CalibrationError(f"cannot read the ledger: {str(exc).splitlines()[0]}") from None
     finally:
         engine.dispose()
     window = f"auto-routed requests since {since.isoformat(timespec='seconds')}"

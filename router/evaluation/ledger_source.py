@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import ValidationError
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, inspect, select
 
 from gateway.ledger.models import OutcomeRow, RequestRow
 from gateway.ledger.settings import LedgerSettings, MetricSettings, normalize_database_url
@@ -117,6 +117,9 @@ def read_auto_routed(
     if since is not None:
         query = query.where(RequestRow.created_at >= since)
     with engine.connect() as connection:
+        if not inspect(connection).has_table(RequestRow.__tablename__):
+            url = engine.url.render_as_string(hide_password=True)
+            raise SourceError(f"{url} has no ledger tables: point --config or --database-url at the gateway's ledger")
         rows = connection.execute(query.order_by(RequestRow.created_at, RequestRow.id)).all()
         by_request, by_session = _latest_outcomes(connection, metric) if metric else ({}, {})
     found = []

@@ -80,10 +80,13 @@ def train_from_ledger(args: argparse.Namespace, prog: str) -> int:
     engine = make_engine(url)
     try:
         rows = read_auto_routed(engine, since, metric, auto_only=False)
+    except SourceError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:
         if not is_transient(exc):
             raise
-        print(f"{prog}: cannot read the ledger: {exc}", file=sys.stderr)
+        print(f"{prog}: cannot read the ledger: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
     finally:
         engine.dispose()

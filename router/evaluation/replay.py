@@ -278,10 +278,13 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "tiergate replay") ->
     engine = make_engine(url)
     try:
         rows = read_auto_routed(engine, since, metric)
+    except SourceError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:
         if not is_transient(exc):
             raise
-        print(f"{prog}: cannot read the ledger: {exc}", file=sys.stderr)
+        print(f"{prog}: cannot read the ledger: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
     finally:
         engine.dispose()
