@@ -17,7 +17,7 @@ from gateway.errors import install_error_handlers
 from gateway.ledger.pricing import Pricing
 from gateway.ledger.writer import Ledger
 from gateway.metrics import GatewayMetrics, chain_finishers, metrics_finisher, register_state_collectors
-from gateway.recording import ledger_finisher
+from gateway.recording import ledger_finisher, stores_prompt
 from gateway.routes import install_routes
 from gateway.settings import Settings
 from gateway.state import Services
@@ -30,7 +30,7 @@ from router.frontier import build_frontier_backend
 from router.rule_store import RuleStore
 from router.rules import default_rules_path
 from router.service import ChatService
-from router.sessions import InMemorySessionStore
+from router.sessions import InMemorySessionStore, RedisSessionStore, SessionStore
 from router.verification import VerificationChain
 
 log = logging.getLogger("tiergate.app")
@@ -56,11 +56,21 @@ def build_compressors(settings: Settings, catalog: ModelCatalog) -> dict[str, Co
 
 
 def create_app(settings: Settings) -> FastAPI:
+def build_session_store(settings: Settings) -> SessionStore:
+    """Shared in Redis when `routing.session_store_url` is set (several replicas), else in this process's memory."""
+    routing = settings.routing
+    if routing.session_store_url:
+        return RedisSessionStore(
+            routing.session_store_url, ttl_s=routing.session_ttl_s, timeout_s=routing.session_store_timeout_s
+        )
+    return InMemorySessionStore(max_sessions=routing.max_sessions, ttl_s=routing.session_ttl_s)
+
+
     """Build the app. A bad rules file raises `router.rules.RulesError` here, before anything serves."""
     catalog = ModelCatalog(build_backends(settings))
     routing = settings.routing
     rules = RuleStore(routing.rules_file or default_rules_path())
-    sessions = InMemorySessionStore(max_sessions=routing.max_sessions, ttl_s=routing.session_ttl_s)
+    sessions = build_session_store(settings)
     aliases = {m.name: m.model for m in settings.frontier_models}
     ledger = Ledger(
         settings.ledger, settings.cache_dir, pricing=Pricing.from_settings(settings.ledger, aliases=aliases)
@@ -81,6 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
         finish,
         compressors=build_compressors(settings, catalog),
     )
+        stores_answer=lambda request: stores_prompt(request, settings.ledger),
     keys = (
         KeyStore(
             ledger.database_url,

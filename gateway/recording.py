@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gateway.ledger.record import RequestRecord
+from gateway.ledger.settings import LedgerSettings
 from gateway.ledger.writer import Ledger
 from router.chat import ChatRequest
 from router.service import Finisher
@@ -40,12 +41,25 @@ def to_record(trace: RequestTrace, request: ChatRequest, store_prompts: bool) ->
         compression_tokens_before=trace.compression[0] if trace.compression else None,
         compression_tokens_after=trace.compression[1] if trace.compression else None,
         prompt=request.raw.get("messages") if store_prompts else None,
+        response=trace.response if store_prompts else None,
+        step=trace.step,
+    )
+
+
+def stores_prompt(request: ChatRequest, settings: LedgerSettings) -> bool:
+    """Whether this request's messages and answer go to the ledger: its key says so (or `ledger.store_prompts`,
+    which gateway.auth folds into the caller), or it is a session's step and `store_prompts_for_sessions` is on."""
+    return (
+        request.caller.store_prompts
+        or settings.store_prompts
+        or (settings.store_prompts_for_sessions and request.session_id is not None)
     )
 
 
 def ledger_finisher(ledger: Ledger) -> Finisher:
+    settings = ledger.settings
+
     def finish(trace: RequestTrace, request: ChatRequest) -> None:
-        # The caller says: its key's `store_prompts`, or `ledger.store_prompts` for everyone (gateway.auth).
-        ledger.record(to_record(trace, request, request.caller.store_prompts))
+        ledger.record(to_record(trace, request, stores_prompt(request, settings)))
 
     return finish

@@ -45,6 +45,24 @@ class RoutingSettings(_Strict):
     )
     max_sessions: int = Field(10_000, ge=1, le=10_000_000, description="Sessions whose state the router keeps.")
     session_ttl_s: float = Field(3600.0, gt=0, description="A session idle this long is forgotten.")
+    session_store_url: str | None = Field(
+        None,
+        description="redis://host:port/db of a Redis server that holds session state shared by every replica, so a "
+        "session's steps may land on any of them. Empty: each process keeps its own in memory (max_sessions bounds "
+        "it). An unreachable Redis never fails a request: it is routed without session state, with a warning.",
+    )
+    session_store_timeout_s: float = Field(
+        0.25, gt=0, le=30, description="How long one read or write of the shared session store may take."
+    )
+
+    @field_validator("session_store_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value.strip()
 
     @field_validator("verifiers")
     @classmethod

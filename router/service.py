@@ -14,7 +14,6 @@ or fallback can reach a frontier backend; naming a frontier model is refused wit
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -39,7 +38,7 @@ from router.rule_store import RuleStore
 from router.rules import Decision
 from router.sessions import NO_SESSION, SessionStore, StepOutcome
 from router.signals import SignalContext, Signals, extract_signals
-from router.trace import Attempt, RequestTrace
+from router.trace import Attempt, RequestTrace, StreamedAnswer, completion_message
 from router.verification import VerificationChain
 
 log = logging.getLogger("tiergate.requests")
@@ -89,6 +88,7 @@ class ChatService:
         verification: VerificationChain,
         on_finish: Finisher | None = None,
         compressors: Mapping[str, Compressor] | None = None,
+        stores_answer: Callable[[ChatRequest], bool] | None = None,
     ) -> None:
         self.catalog = catalog
         self.rules = rules
@@ -97,7 +97,8 @@ class ChatService:
         self._on_finish = on_finish
         self.compressors = dict(compressors or {})
         """By backend name: what shrinks a request for that model (its tier's settings, its own tokenizer)."""
-        self._background: set[asyncio.Task[object]] = set()
+        self._stores_answer = stores_answer or _never
+        """Whether a request's answer is kept on its trace (for the ledger); streams are assembled only then."""
 
     # --- deciding --------------------------------------------------------------------------------------------
 
@@ -185,12 +186,15 @@ class ChatService:
                 first = await anext(events)  # headers wait for the first event: they must tell the final tier
                 return Answer(trace, events=self._finish_stream(request, trace, first, events), headers=trace.headers())
             completion = await self._complete(request, route, trace)
+            if self._stores_answer(request):
+                trace.response = completion_message(completion)
         except BaseException as exc:
             self._fail(request, trace, exc)
             raise
         trace.finished_s = trace.elapsed()
         # What the gateway itself added: everything but the time spent inside backends.
         trace.overhead_ms = max(trace.finished_s - sum(a.seconds for a in trace.attempts), 0.0) * 1000
+        await self._count_step(request, trace)
         self._finish(request, trace)
         return Answer(trace, completion=completion, headers=trace.headers())
 
@@ -308,16 +312,24 @@ class ChatService:
     async def _finish_stream(
         self, request: ChatRequest, trace: RequestTrace, first: StreamEvent, events: AsyncIterator[StreamEvent]
     ) -> AsyncIterator[StreamEvent]:
+        answer = StreamedAnswer() if self._stores_answer(request) else None
         try:
             trace.mark_first_token()
+            if answer is not None:
+                answer.add(first)
             yield first
             async for event in events:
                 trace.mark_first_token()
+                if answer is not None:
+                    answer.add(event)
                 yield event
         except BaseException as exc:
             self._fail(request, trace, exc)
             raise
         trace.finished_s = trace.elapsed()
+        if answer is not None:
+            trace.response = answer.message()
+        await self._count_step(request, trace)
         self._finish(request, trace)
 
     # --- after -----------------------------------------------------------------------------------------------
@@ -332,11 +344,28 @@ class ChatService:
             trace.status, trace.error = 499, "ClientDisconnected"
         self._finish(request, trace)
 
+    async def _count_step(self, request: ChatRequest, trace: RequestTrace) -> None:
+        """Add an answered step to its session before the answer is complete, so that the session's next step sees
+        it on whichever replica it lands (one round trip to a shared store), and the ledger gets its step number."""
+        if not request.session_id:
+            return
+        outcome = StepOutcome(
+            correction=bool(trace.signals.get("correction_now")),
+            stall=bool(trace.signals.get("stalled")),
+            escalated=trace.tier == "frontier",
+        )
+        state = await self.sessions.record(request.session_id, outcome)
+        trace.step = state.steps or None  # 0: the store could not count it
+
     def _finish(self, request: ChatRequest, trace: RequestTrace) -> None:
         if log.isEnabledFor(logging.INFO):  # `request_log: false` turns the line off, and its JSON encoding with it
             log.info("%s", orjson.dumps(trace.log_fields()).decode())
         if self._on_finish is not None:
             self._on_finish(trace, request)
+
+
+def _never(_: ChatRequest) -> bool:
+    return False
 
 
 def _may_fall_back(backend: Backend, exc: TiergateError) -> bool:

@@ -2,16 +2,24 @@
 
 A session is named by the `X-Tiergate-Session` header, else the request's `user` field. Its state counts what a
 single request cannot show: how many steps it has taken, how often the user corrected the answer, how often it
-stalled, how often it escalated. The store is an interface so a shared (Redis) one can follow the in-memory one.
+stalled, how often it escalated. `InMemorySessionStore` serves one process; `RedisSessionStore` is shared by
+replicas, so that a session's steps may land on any of them and still count as one run.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+log = logging.getLogger("tiergate.sessions")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +57,9 @@ class SessionStore(ABC):
 
     @abstractmethod
     async def record(self, session_id: str, outcome: StepOutcome) -> SessionState:
-        """Add one finished step to the session and return its new state."""
+        """Add one finished step to the session and return its new state (whose `steps` is this step's number).
+
+        A store that could not count the step (a shared store out of reach) returns `NO_SESSION`."""
 
     @abstractmethod
     async def close(self) -> None:
@@ -121,3 +131,112 @@ class InMemorySessionStore(SessionStore):
             if now - seen < self.ttl_s:
                 return
             entries.popitem(last=False)
+
+
+class RedisSessionStore(SessionStore):
+    """Session state in Redis, shared by every gateway replica that points at the same server.
+
+    One hash per session (`tiergate:session:<id>`, fields `steps`, `corrections`, `stalls`, `escalations`). A step
+    is one MULTI/EXEC of four HINCRBYs and a PEXPIRE: atomic, so two replicas recording steps of one session at
+    once each get their own step number, and the hash's new counts come back with it (no second round trip). The
+    time to live slides on every read and write, as in the in-memory store; there is no size bound because Redis
+    evicts by its own `maxmemory` policy.
+
+    Redis being unreachable never fails a request: reads answer `NO_SESSION`, writes are lost (their returned
+    state has `steps == 0`), a warning is logged at most once per `warn_interval_s`, and for `retry_after_s`
+    after a failure the store does not try again, so a hung server costs one timeout, not one per request.
+    """
+
+    KEY_PREFIX = "tiergate:session:"
+    _FIELDS = ("steps", "corrections", "stalls", "escalations")
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        ttl_s: float = 3600.0,
+        timeout_s: float = 0.25,
+        retry_after_s: float = 5.0,
+        warn_interval_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if ttl_s <= 0:
+            raise ValueError("ttl_s must be positive")
+        # Imported here, not at the top: only deployments that configure a shared store pay for the import.
+        from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        self.ttl_ms = max(int(ttl_s * 1000), 1)
+        self._redis: Redis = Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            # No client-side retries: a lost step is cheaper than a request that waits through several timeouts.
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._retry_after_s = retry_after_s
+        self._warn_interval_s = warn_interval_s
+        self._clock = clock
+        self._down_until = float("-inf")
+        self._warned_at = float("-inf")
+        self.failures = 0
+        """Reads and writes that fell back because Redis could not be reached (or were skipped while it was down)."""
+
+    async def get(self, session_id: str) -> SessionState:
+        key = self.KEY_PREFIX + session_id
+        if not self._available():
+            return NO_SESSION
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hmget(key, self._FIELDS)
+                pipe.pexpire(key, self.ttl_ms)
+                values, _ = await pipe.execute()
+        except Exception as exc:  # RedisError, OSError, and whatever a broken connection raises: never fail a request
+            self._failed("read", exc)
+            return NO_SESSION
+        if values[0] is None:
+            return NO_SESSION
+        return SessionState(*(int(v or 0) for v in values))
+
+    async def record(self, session_id: str, outcome: StepOutcome) -> SessionState:
+        key = self.KEY_PREFIX + session_id
+        if not self._available():
+            return NO_SESSION
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hincrby(key, "steps", 1)
+                pipe.hincrby(key, "corrections", int(outcome.correction))
+                pipe.hincrby(key, "stalls", int(outcome.stall))
+                pipe.hincrby(key, "escalations", int(outcome.escalated))
+                pipe.pexpire(key, self.ttl_ms)
+                *counts, _ = await pipe.execute()
+        except Exception as exc:
+            self._failed("write", exc)
+            return NO_SESSION
+        return SessionState(*(int(c) for c in counts))
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    def _available(self) -> bool:
+        if self._clock() < self._down_until:
+            self.failures += 1
+            return False
+        return True
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        self.failures += 1
+        now = self._clock()
+        self._down_until = now + self._retry_after_s
+        if now - self._warned_at >= self._warn_interval_s:
+            self._warned_at = now
+            log.warning(
+                "session store unreachable (%s failed: %s: %s); routing without session state for %.0f s "
+                "(%d failures so far)",
+                what,
+                type(exc).__name__,
+                exc,
+                self._retry_after_s,
+                self.failures,
+            )

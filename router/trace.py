@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from router.chat import Tier, Usage
+from router.chat import Completion, StreamEvent, TextDelta, Tier, ToolCall, ToolCallDelta, Usage
 
 
 @dataclass(slots=True)
@@ -43,6 +43,10 @@ class RequestTrace:
     compression: tuple[int, int] | None = None
     """Prompt tokens before and after compression, when the compressor ran."""
     overhead_ms: float | None = None
+    step: int | None = None
+    """The request's position in its session (1 for the first step), as the session store counted it."""
+    response: dict[str, Any] | None = None
+    """The assistant message returned, in OpenAI shape; kept only where the request's answer is stored."""
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
@@ -97,3 +101,40 @@ class RequestTrace:
             "latency_ms": round((self.finished_s or self.elapsed()) * 1000, 1),
             "ttft_ms": round(self.first_token_s * 1000, 1) if self.first_token_s is not None else None,
         }
+
+
+def assistant_message(text: str | None, tool_calls: list[ToolCall]) -> dict[str, Any]:
+    """The answer as the OpenAI message a client appends to its history (what a trajectory's next step sees)."""
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if tool_calls:
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in tool_calls
+        ]
+    return message
+
+
+def completion_message(completion: Completion) -> dict[str, Any]:
+    return assistant_message(completion.text, completion.tool_calls)
+
+
+class StreamedAnswer:
+    """Gathers a streamed answer's pieces into the assistant message, for requests whose answer is stored."""
+
+    __slots__ = ("_calls", "_text")
+
+    def __init__(self) -> None:
+        self._text: list[str] = []
+        self._calls: dict[int, list[str]] = {}
+
+    def add(self, event: StreamEvent) -> None:
+        if isinstance(event, TextDelta):
+            self._text.append(event.text)
+        elif isinstance(event, ToolCallDelta):
+            parts = self._calls.setdefault(event.index, ["", "", ""])
+            parts[0] = parts[0] or event.id or ""
+            parts[1] = parts[1] or event.name or ""
+            parts[2] += event.arguments
+
+    def message(self) -> dict[str, Any]:
+        calls = [ToolCall(i, n, a) for _, (i, n, a) in sorted(self._calls.items())]
+        return assistant_message("".join(self._text) or None, calls)

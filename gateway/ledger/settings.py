@@ -74,7 +74,14 @@ class LedgerSettings(_Strict):
         True, description="Bring the schema up to date at start-up. Turn off where migrations run as a separate step."
     )
     store_prompts: bool = Field(
-        False, description="Store each request's messages (as JSON) for replay. Off by default: prompts may be private."
+        False,
+        description="Store each request's messages and answer (as JSON) for replay and export. Off by default: prompts "
+        "may be private.",
+    )
+    store_prompts_for_sessions: bool = Field(
+        False,
+        description="Store the messages and answer of every request that names a session (`X-Tiergate-Session` or "
+        "`user`), even where store_prompts is off: the steps `tiergate export trajectories` reads.",
     )
     batch_max_rows: int = Field(500, ge=1, le=100_000, description="Rows per insert; a full batch is written at once.")
     batch_interval_ms: int = Field(
