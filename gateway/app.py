@@ -17,6 +17,7 @@ from gateway.errors import install_error_handlers
 from gateway.ledger.pricing import Pricing
 from gateway.ledger.writer import Ledger
 from gateway.metrics import GatewayMetrics, chain_finishers, metrics_finisher, register_state_collectors
+from gateway.openapi import install_openapi
 from gateway.recording import ledger_finisher, stores_prompt
 from gateway.routes import install_routes
 from gateway.settings import Settings
@@ -153,4 +154,5 @@ def build_session_store(settings: Settings) -> SessionStore:
     app.state.metrics = metrics
     install_error_handlers(app)
     install_routes(app)
+    install_openapi(app)
     return app

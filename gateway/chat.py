@@ -14,7 +14,7 @@ from gateway.body import parse_model, read_json_object
 from gateway.render import DONE, ChunkWriter, completion_json, error_event
 from gateway.responses import JSONResponse
 from gateway.state import services_of
-from gateway.wire import ChatCompletionRequest
+from gateway.wire import ChatCompletionRequest, check_message_count
 from router.chat import StreamEvent
 from router.errors import TiergateError
 
@@ -27,6 +27,7 @@ async def create_chat_completion(request: Request) -> Response:
     received_at = time.perf_counter()
     services = services_of(request)
     body = await read_json_object(request, services.settings.max_body_bytes)
+    check_message_count(body, services.settings.max_messages)
     wire = parse_model(ChatCompletionRequest, body)
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     headers_in = request.headers

@@ -122,6 +122,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024, description="Largest request body accepted (413 beyond)."
     )
+    max_messages: int = Field(
+        2048,
+        ge=1,
+        le=1_000_000,
+        description="Most messages one chat request may carry (400 beyond); counted before any message is validated.",
+    )
     shutdown_grace_s: int = Field(
         30, ge=0, le=3600, description="On SIGTERM, how long in-flight requests may finish before they are cut."
     )

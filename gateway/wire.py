@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gateway.schema_check import check_json_schema
 from router.chat import (
     ChatRequest,
     Message,
@@ -24,6 +25,17 @@ from router.chat import (
 from router.errors import InvalidRequest
 
 log = logging.getLogger("tiergate.wire")
+
+
+def check_message_count(body: dict[str, Any], limit: int) -> None:
+    """Refuse too many messages before validating any: a 4 MB body holds some 100k tiny ones."""
+    messages = body.get("messages")
+    if isinstance(messages, list) and len(messages) > limit:
+        raise InvalidRequest(
+            f"Too many messages: {len(messages)}; the limit is {limit}.",
+            param="messages",
+            code="array_above_max_length",
+        )
 
 
 class WireModel(BaseModel):
@@ -221,6 +233,20 @@ class ChatCompletionRequest(WireModel):
             )
             for t in self.tools or ()
         ]
+        for index, wire_tool in enumerate(self.tools or ()):
+            if wire_tool.function.parameters is not None:
+                check_json_schema(
+                    wire_tool.function.parameters,
+                    param=f"tools[{index}].function.parameters",
+                    what=f"function {wire_tool.function.name!r}",
+                    object_only=True,
+                )
+        if isinstance(self.response_format, ResponseFormatJSONSchema) and self.response_format.json_schema.schema_:
+            check_json_schema(
+                self.response_format.json_schema.schema_,
+                param="response_format.json_schema.schema",
+                what=f"response format {self.response_format.json_schema.name!r}",
+            )
         tool_names = [t.name for t in tools]
         if len(set(tool_names)) != len(tool_names):
             raise InvalidRequest("Tool names must be unique.", param="tools")
