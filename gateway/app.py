@@ -56,7 +56,6 @@ def build_compressors(settings: Settings, catalog: ModelCatalog) -> dict[str, Co
     return compressors
 
 
-def create_app(settings: Settings) -> FastAPI:
 def build_session_store(settings: Settings) -> SessionStore:
     """Shared in Redis when `routing.session_store_url` is set (several replicas), else in this process's memory."""
     routing = settings.routing
@@ -67,7 +66,10 @@ def build_session_store(settings: Settings) -> SessionStore:
     return InMemorySessionStore(max_sessions=routing.max_sessions, ttl_s=routing.session_ttl_s)
 
 
+def create_app(settings: Settings) -> FastAPI:
     """Build the app. A bad rules file raises `router.rules.RulesError` here, before anything serves."""
+    if not settings.request_log:
+        logging.getLogger("tiergate.requests").setLevel(logging.WARNING)
     catalog = ModelCatalog(build_backends(settings))
     routing = settings.routing
     rules = RuleStore(routing.rules_file or default_rules_path())
@@ -83,16 +85,14 @@ def build_session_store(settings: Settings) -> SessionStore:
     )
     finish = chain_finishers(ledger_finisher(ledger), metrics_finisher(metrics, ledger), limits.finisher())
     chat = ChatService(
-    if not settings.request_log:
-        logging.getLogger("tiergate.requests").setLevel(logging.WARNING)
         catalog,
         rules,
         sessions,
         VerificationChain(routing.verifiers, {m.name: m.verifiers for m in settings.local_models}),
         finish,
         compressors=build_compressors(settings, catalog),
-    )
         stores_answer=lambda request: stores_prompt(request, settings.ledger),
+    )
     keys = (
         KeyStore(
             ledger.database_url,

@@ -116,6 +116,11 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8080, ge=0, le=65_535, description="Port to listen on (0 picks a free one).")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    request_log: bool = Field(
+        True,
+        description="One JSON log line per request (logger `tiergate.requests`). Turn off where the ledger and "
+        "metrics are enough: it saves the line's encoding and write on every request.",
+    )
     cache_dir: Path = Field(
         Path("~/.cache/tiergate"), description="Where the embedded model is assembled and other caches live."
     )
@@ -145,11 +150,6 @@ class Settings(BaseSettings):
         default_factory=CompressionTiers, description="Prompt compression of tool-calling requests, per tier."
     )
     ledger: LedgerSettings = Field(
-    request_log: bool = Field(
-        True,
-        description="One JSON log line per request (logger `tiergate.requests`). Turn off where the ledger and "
-        "metrics are enough: it saves the line's encoding and write on every request.",
-    )
         default_factory=LedgerSettings, description="Request ledger: database, prices, feedback metrics."
     )
     auth: AuthSettings = Field(default_factory=AuthSettings, description="API keys: on, off, refresh interval.")
