@@ -67,9 +67,7 @@ def postgres_url() -> Iterator[str]:
     import psycopg
 
     try:
-        psycopg.connect(
-            host=PG_HOST, port=PG_PORT, dbname=PG_DATABASE, user=PG_USER, connect_timeout=3
-        ).close()
+        psycopg.connect(host=PG_HOST, port=PG_PORT, dbname=PG_DATABASE, user=PG_USER, connect_timeout=3).close()
     except psycopg.Error as exc:
         pytest.skip(f"no PostgreSQL at {PG_HOST}:{PG_PORT}: {str(exc).strip().splitlines()[0]}")
     schema = f"keys_test_{uuid.uuid4().hex[:12]}"
