@@ -126,7 +126,13 @@ def _train_parser(prog: str) -> argparse.ArgumentParser:
         description="Train the learned scorer on RouteLLM's outcome data, report honest splits, write the artifact.",
     )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="the routellm data folder")
-    parser.add_argument("--out", type=Path, default=DEFAULT_ARTIFACT, help="where to write the weights (.npz)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where to write the weights (.npz); default: the shipped artifact, except with --from-ledger, which "
+        "must name its own file so a gateway's own data never silently replaces the shipped scorer",
+    )
     parser.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help="cross-fitting folds (models shipped)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="fold seed (also seeds the optimiser)")
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="L2 strength")
@@ -150,7 +156,11 @@ def train_main(argv: list[str] | None = None, *, prog: str = "tiergate train-rou
         print("--folds must be at least 2 and --alpha positive", file=sys.stderr)
         return 2
     if args.from_ledger:
+        if args.out is None:
+            print(f"{prog}: --from-ledger needs --out FILE.npz (the shipped scorer stays as it is)", file=sys.stderr)
+            return 2
         return train_from_ledger(args, prog)
+    args.out = args.out or DEFAULT_ARTIFACT
     started = time.perf_counter()
     try:
         benchmarks = [load_benchmark(name, args.data) for name in BENCHMARK_NAMES]

@@ -14,7 +14,7 @@ from sqlalchemy import insert
 from gateway.ledger.database import make_engine, upgrade
 from gateway.ledger.models import OutcomeRow, RequestRow
 from router.evaluation.cli import train_main
-from router.evaluation.learned import LearnedModel, LearnedScorer
+from router.evaluation.learned import DEFAULT_ARTIFACT, LearnedModel, LearnedScorer
 
 EASY = ["say hello to {}", "what is the capital of {}", "spell the name {}", "greet {} politely"]
 HARD = ["prove the theorem about {} step by step", "derive the integral formula for {} and compare the proofs"]
@@ -88,3 +88,12 @@ def test_refuses_without_stored_prompts(tmp_path: Path, capsys: pytest.CaptureFi
     err = capsys.readouterr().err
     assert "0 labelled prompts" in err and "among 40 requests" in err and "(0 with a stored prompt)" in err
     assert "store_prompts" in err and not out.exists()
+
+
+def test_from_ledger_needs_its_own_output_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The shipped scorer is never overwritten by a gateway's own data by accident."""
+    shipped = DEFAULT_ARTIFACT.read_bytes()
+    assert train_main(["--from-ledger", "--database-url", f"sqlite:///{tmp_path / 'ledger.sqlite3'}"]) == 2
+
+    assert "--out" in capsys.readouterr().err
+    assert DEFAULT_ARTIFACT.read_bytes() == shipped
