@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import orjson
@@ -18,6 +19,17 @@ from router.frontier.retry import RetryAfter
 
 _RETRYABLE_4XX = frozenset({408, 409, 429})
 _MESSAGE_LIMIT = 1000
+# Providers quote the key they were given in some errors (OpenAI: "Incorrect API key provided: sk-proj-****abcd").
+# Even masked, a key's fragments must not reach our clients or logs: anything shaped like a provider or Tiergate key,
+# or a bearer token, is replaced before the message leaves this module.
+_SECRET = re.compile(
+    r"(?i)\b(?:sk|pk|rk|tg|key|sess|xai|gsk|api)[-_][A-Za-z0-9*._\-]{6,}|\bAIza[A-Za-z0-9_\-]{20,}|(?<=bearer )\S+"
+)
+
+
+def redact_secrets(text: str) -> str:
+    """The text with anything that looks like an API key or bearer token replaced by `[redacted]`."""
+    return _SECRET.sub("[redacted]", text)
 
 
 def is_retryable_status(status: int) -> bool:
@@ -36,7 +48,7 @@ def status_error(
     """The error for an upstream's non-2xx answer; wrapped in `RetryAfter` when it is retryable and says when."""
     retryable = is_retryable_status(status)
     error = UpstreamError(
-        f"frontier model {model}: the upstream answered {status}: {message}",
+        f"frontier model {model}: the upstream answered {status}: {redact_secrets(message)}",
         upstream_status=status,
         retryable=retryable,
         code=code,

@@ -17,7 +17,7 @@ from typing import Any
 from router.chat import ChatRequest, Completion, StreamEvent
 from router.errors import UpstreamError, UpstreamTimeout
 from router.frontier.base import FrontierBackend
-from router.frontier.failures import status_error
+from router.frontier.failures import redact_secrets, status_error
 from router.frontier.openai_format import StreamReader, parse_completion, upstream_body
 from router.frontier.retry import RetryAfter, retry_after_seconds
 
@@ -136,13 +136,16 @@ class LiteLLMBackend(FrontierBackend[dict[str, Any]]):
                 f"frontier model {self.name}: no answer from the upstream within {self.settings.timeout_s:g} s"
             )
         if any(isinstance(c, self._dropped) for c in causes):
-            return UpstreamError(f"frontier model {self.name}: connection to the upstream failed or was cut ({exc})")
+            return UpstreamError(
+                f"frontier model {self.name}: connection to the upstream failed or was cut ({redact_secrets(str(exc))})"
+            )
         status = getattr(exc, "status_code", None)
         if isinstance(status, int) and status >= 400:
             message = str(getattr(exc, "message", None) or exc)
             return status_error(self.name, status, message, retry_after_s=_retry_after(exc))
         return UpstreamError(
-            f"frontier model {self.name}: litellm failed: {type(exc).__name__}: {exc}", retryable=False
+            f"frontier model {self.name}: litellm failed: {type(exc).__name__}: {redact_secrets(str(exc))}",
+            retryable=False,
         )
 
 

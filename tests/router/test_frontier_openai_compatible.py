@@ -284,6 +284,19 @@ def test_400_is_not_retried_and_carries_the_upstream_message(upstream: ScriptedU
     assert len(upstream.requests) == 1
 
 
+def test_a_provider_key_quoted_by_the_upstream_never_reaches_the_error(upstream: ScriptedUpstream) -> None:
+    quoted = "sk-proj-AbCd****************************wxYz"
+    upstream.push(Reply.status(401, f"Incorrect API key provided: {quoted}. See your account.", error_code="bad_key"))
+
+    with pytest.raises(UpstreamError) as caught:
+        complete(settings_for(upstream), chat_request())
+
+    assert caught.value.upstream_status == 401
+    assert "Incorrect API key provided: [redacted]" in caught.value.message
+    assert "AbCd" not in caught.value.message and "wxYz" not in caught.value.message
+    assert KEY not in caught.value.message
+
+
 def test_hang_times_out_within_the_configured_timeout(upstream: ScriptedUpstream) -> None:
     upstream.push(Reply.hang())
     started = time.monotonic()
