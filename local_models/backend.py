@@ -21,6 +21,7 @@ from llama_cpp import Llama
 
 from local_models.embedded import ensure_embedded_model
 from local_models.generation import Cancelled, Emit, Generator
+from local_models.prefix_cache import PrefixCache
 from local_models.prompting import Formatter, formatter_for, render_prompt
 from local_models.settings import LocalModelSettings
 from router.backend import Backend
@@ -46,6 +47,7 @@ class LocalBackend(Backend):
         self._llama: Llama | None = None
         self._formatter: Formatter | None = None
         self._generator: Generator | None = None
+        self._prefix_cache: PrefixCache | None = None
         self._load_error: str | None = "not loaded yet"
         self.load_seconds: float | None = None
 
@@ -74,6 +76,7 @@ class LocalBackend(Backend):
         )
         self._formatter = formatter_for(s.chat_format, self._llama)
         self._generator = Generator(self._llama, self.name)
+        self._prefix_cache = PrefixCache(self._llama, int(s.prefix_cache_mb * 1024 * 1024))
         self.load_seconds = time.perf_counter() - started
         log.info("local model %s loaded in %.1f s", self.name, self.load_seconds)
 
@@ -83,6 +86,7 @@ class LocalBackend(Backend):
             self._llama.close()
             self._llama = None
             self._generator = None
+            self._prefix_cache = None
 
     # --- state -----------------------------------------------------------------------------------------------
 
@@ -93,6 +97,11 @@ class LocalBackend(Backend):
     @property
     def not_ready_reason(self) -> str | None:
         return None if self.ready else self._load_error
+
+    @property
+    def prefix_cache_bytes(self) -> int:
+        """Host memory held by saved session states (see `prefix_cache`)."""
+        return self._prefix_cache.nbytes if self._prefix_cache is not None else 0
 
     @property
     def queue_depth(self) -> int:
@@ -185,4 +194,5 @@ class LocalBackend(Backend):
                 f"{self._settings.context_tokens}.",
                 param="messages",
             )
-        return generator.generate(request, prompt, prompt_tokens, min(max_tokens, room), cancel, emit)
+        cached = self._prefix_cache.prepare(request.session_id, prompt_tokens) if self._prefix_cache else 0
+        return generator.generate(request, prompt, prompt_tokens, min(max_tokens, room), cancel, emit, cached)

@@ -167,11 +167,14 @@ class Generator:
         max_tokens: int,
         cancel: threading.Event,
         emit: Emit | None,
+        cached_tokens: int = 0,
     ) -> Completion:
-        """The whole answer; with `emit`, also each piece as it is sampled (text, then a tool call, then the end)."""
+        """The whole answer; with `emit`, also each piece as it is sampled (text, then a tool call, then the end).
+
+        `cached_tokens`: prompt tokens whose KV state the context already holds (reported as cached input)."""
         seed = request.sampling.seed if request.sampling.seed is not None else random.randrange(2**31)
         self._llama.set_seed(seed)
-        usage = Usage(prompt_tokens=len(prompt_tokens))
+        usage = Usage(prompt_tokens=len(prompt_tokens), cached_tokens=cached_tokens)
         stops = tuple(dict.fromkeys((*prompt.stop, *request.sampling.stop)))
 
         if request.wants_tool_call:
