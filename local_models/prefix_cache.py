@@ -6,7 +6,7 @@ in between: its next step (AgentFlow's planner: 3-6k tokens, a stable prefix and
 whole prompt again. This module saves the displaced context's KV state in host memory, keyed by session, in an LRU
 bounded by bytes, and restores the saved state whose tokens share the longest prefix with a new prompt.
 
-Why not the library's own tools (read in llama-cpp-python 0.3.36 and measured here on Gemma 3 270M, 2k tokens):
+Why not the library's own tools (read in llama-cpp-python 0.3.36 and measured here on Gemma 3 270M, 1.5-2k tokens):
 - `Llama.set_cache(LlamaRAMCache)` is consulted only inside `create_completion`; we drive `Llama.generate` ourselves
   (see generation.py), so it would never be looked up.
 - `Llama.save_state()` also copies `scores`, an n_batch x vocabulary float array (512 x 262k = 512 MiB for Gemma)
