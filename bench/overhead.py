@@ -29,7 +29,10 @@ to first token (to the first content chunk) is reported the same way. `--rounds 
 rotating the order of the targets, and reports medians. A target that does not sustain a rate (more than 1%
 errors, under 95% of the offered rate achieved, or p99 over 1 s) is not driven at the higher rates (`--no-skip`
 drives it anyway). `--variant NAME=PATH[,KEY=VALUE...]` adds Tiergate from another checkout and/or with other
-environment settings as one more target, for before/after comparisons in one run.
+environment settings as one more target, for before/after comparisons in one run. `--frontier-only` runs every
+Tiergate target with no local model (`local_models: []`), the way a gateway in front of frontier APIs only is
+deployed; `--auth` adds `tiergate:auth`, which checks API keys (one made with `tiergate keys create`), to show
+what key checking costs.
 
 The table, the machine's core count, its load average and the command are appended to BENCHMARKS.md
 (`--no-append` to skip). Everything runs on 127.0.0.1, every load run is bounded in count and time, and every
@@ -135,8 +138,11 @@ def start_targets(
         elif name == "floor":
             targets.append(floor_target(workdir, upstream))
         elif name == "tiergate":
-            targets.append(tiergate_target(workdir, upstream))
-            targets += [tiergate_target(workdir, upstream, variant) for variant in args.variant]
+            only = args.frontier_only
+            targets.append(tiergate_target(workdir, upstream, frontier_only=only))
+            if args.auth:
+                targets.append(tiergate_target(workdir, upstream, frontier_only=only, auth=True))
+            targets += [tiergate_target(workdir, upstream, variant, frontier_only=only) for variant in args.variant]
         elif name == "litellm":
             targets.append(litellm_target(workdir, upstream, args.litellm_workers))
         started.extend(t.server for t in targets if t.server is not None and t.server not in started)
@@ -309,8 +315,9 @@ def _row(rows: list[Row], target: str, rate: float) -> Row | None:
     return next((r for r in rows if r.target == target and r.rate == rate and not r.skipped), None)
 
 
-def verdicts(rows: list[Row], stream: bool) -> list[str]:
+def verdicts(rows: list[Row], args: argparse.Namespace) -> list[str]:
     """The issue's targets, read off this run."""
+    stream: bool = args.stream
     out: list[str] = []
     p50_key, p99_key = ("added_ttft_p50_ms", "added_ttft_p99_ms") if stream else ("added_p50_ms", "added_p99_ms")
     what = "time to first token" if stream else "latency"
@@ -337,9 +344,10 @@ def verdicts(rows: list[Row], stream: bool) -> list[str]:
     memory = [r for r in rows if r.target == "tiergate" and not math.isnan(r.peak_rss_mb)]
     if memory:
         peak = max(memory, key=lambda r: r.peak_rss_mb)
+        rest = "shared libraries" if args.frontier_only else "the memory-mapped GGUF model and shared libraries"
         out.append(
             f"- Tiergate peak resident memory {peak.peak_rss_mb:.0f} MB, of which {peak.peak_anon_mb:.0f} MB "
-            "anonymous (the rest is file-backed: the memory-mapped GGUF model and shared libraries)."
+            f"anonymous (the rest is file-backed: {rest})."
         )
     return out
 
@@ -375,7 +383,7 @@ def report(rows: list[Row], targets: list[Target], args: argparse.Namespace, mac
         "",
         table(rows, args.stream),
         "",
-        *verdicts(rows, args.stream),
+        *verdicts(rows, args),
         "",
     ]
     return "\n".join(parts)
@@ -401,6 +409,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="NAME=PATH[,KEY=VALUE...]",
         help="also run Tiergate from another checkout and/or with environment settings, side by side "
         "(e.g. quiet=.,TIERGATE_LOG_LEVEL=warning); repeatable",
+    )
+    parser.add_argument(
+        "--frontier-only", action="store_true", help="run Tiergate with no local model configured (local_models: [])"
+    )
+    parser.add_argument(
+        "--auth", action="store_true", help="also run Tiergate with API keys checked, as the target tiergate:auth"
     )
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured load before each run")
     parser.add_argument("--timeout", type=float, default=15.0, help="seconds one request may take")
@@ -432,8 +446,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.variant = [Variant.parse(spec) for spec in args.variant]
     except ValueError as exc:
         parser.error(str(exc))
-    if args.variant and "tiergate" not in args.targets:
-        parser.error("--variant needs the tiergate target")
+    if (args.variant or args.auth or args.frontier_only) and "tiergate" not in args.targets:
+        parser.error("--variant, --auth and --frontier-only need the tiergate target")
     return args
 
 

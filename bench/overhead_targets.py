@@ -167,12 +167,15 @@ def floor_target(workdir: Path, upstream: ServerProcess) -> Target:
     return Target("floor", url + "/v1/chat/completions", UPSTREAM_MODEL, server.start(), "FastAPI + aiohttp, 1 process")
 
 
-def tiergate_config(workdir: Path, upstream: ServerProcess, port: int) -> Path:
+def tiergate_config(
+    workdir: Path, upstream: ServerProcess, port: int, *, frontier_only: bool = False, auth: bool = False
+) -> Path:
     """A rules file that sends every request to the frontier tier, and a config whose frontier tier is the mock.
 
-    The embedded local model stays configured as usual (it loads, and answers nothing here); the ledger writes to
-    a SQLite file, as it would in a default setup. The rules file has a folder of its own: the rules watcher
-    reacts to any change in the file's folder, and the ledger's writes would otherwise wake it on every batch.
+    The embedded local model stays configured as usual (it loads, and answers nothing here) unless `frontier_only`
+    (`local_models: []`); the ledger writes to a SQLite file, as it would in a default setup. API keys are checked
+    only with `auth`. The rules file has a folder of its own: the rules watcher reacts to any change in the file's
+    folder, and the ledger's writes would otherwise wake it on every batch.
     """
     rules = {
         "version": 1,
@@ -204,15 +207,24 @@ def tiergate_config(workdir: Path, upstream: ServerProcess, port: int) -> Path:
         ],
         "routing": {"rules_file": str(rules_path)},
         # Open, as the figures in BENCHMARKS.md were taken; a config file would otherwise turn API keys on.
-        "auth": {"enabled": False},
+        "auth": {"enabled": auth},
         "ledger": {
             "database_url": f"sqlite:///{workdir / 'ledger' / 'ledger.sqlite3'}",
             "spool_dir": str(workdir / "ledger" / "spool"),
         },
     }
+    if frontier_only:
+        config["local_models"] = []
     config_path = workdir / "tiergate.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     return config_path
+
+
+def create_key(config: Path) -> str:
+    """A client key in the config's ledger database, made as an operator makes one (`tiergate keys create`)."""
+    command = [sys.executable, "-m", "gateway", "keys", "create", "--name", "bench", "--config", str(config)]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, check=True, timeout=120)
+    return done.stdout.decode().strip().splitlines()[-1]  # the secret is the last line it prints
 
 
 @dataclass(frozen=True)
@@ -237,24 +249,38 @@ class Variant:
         return cls(name, checkout, env)
 
 
-def tiergate_target(workdir: Path, upstream: ServerProcess, variant: Variant | None = None) -> Target:
-    """Tiergate from this checkout, or from a variant's (run with this checkout's virtual environment)."""
+def tiergate_target(
+    workdir: Path,
+    upstream: ServerProcess,
+    variant: Variant | None = None,
+    *,
+    frontier_only: bool = False,
+    auth: bool = False,
+) -> Target:
+    """Tiergate from this checkout, or from a variant's (run with this checkout's virtual environment).
+
+    `auth` names the target `tiergate:auth` and has it check a key made with `tiergate keys create`."""
     name = "tiergate" if variant is None else f"tiergate:{variant.name}"
+    name = f"{name}:auth" if auth else name
     folder = workdir / name.replace(":", "-")
     folder.mkdir()
     port = free_port()
-    config = tiergate_config(folder, upstream, port)
+    config = tiergate_config(folder, upstream, port, frontier_only=frontier_only, auth=auth)
+    api_key = create_key(config) if auth else "sk-bench"
     command = [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port", str(port)]
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", **dict(variant.env if variant else ())}
     url = f"http://127.0.0.1:{port}"
     server = ServerProcess(name, command, url + "/readyz", workdir / f"{folder.name}.log", env)
     if variant is not None:
         server.cwd = variant.checkout  # `python -m gateway` imports the package from the working directory first
-    note = "model auto; one rule sends everything to the frontier tier; embedded local model loaded; ledger on SQLite"
+    local = "no local model (`local_models: []`)" if frontier_only else "embedded local model loaded"
+    note = f"model auto; one rule sends everything to the frontier tier; {local}; ledger on SQLite"
     if variant is not None:
         settings = "".join(f", {k}={v}" for k, v in variant.env)
         note = f"as `tiergate`, from {variant.checkout}{settings}"
-    return Target(name, url + "/v1/chat/completions", "auto", server.start(), note)
+    if auth:
+        note += "; API keys checked (one key from `tiergate keys create`)"
+    return Target(name, url + "/v1/chat/completions", "auto", server.start(), note, api_key=api_key)
 
 
 def ensure_litellm_venv(venv: Path = LITELLM_VENV) -> Path:

@@ -22,9 +22,8 @@ from gateway.recording import ledger_finisher, stores_prompt
 from gateway.routes import install_routes
 from gateway.settings import Settings
 from gateway.state import Services
-from local_models.backend import LocalBackend
 from prompt_compression.compressor import Compressor
-from prompt_compression.tokens import FrontierTokenCounter
+from prompt_compression.tokens import FrontierTokenCounter, TokenCounter
 from router.backend import Backend
 from router.catalog import ModelCatalog
 from router.frontier import build_frontier_backend
@@ -38,7 +37,13 @@ log = logging.getLogger("tiergate.app")
 
 
 def build_backends(settings: Settings) -> list[Backend]:
-    backends: list[Backend] = [LocalBackend(m, settings.cache_dir) for m in settings.local_models]
+    backends: list[Backend] = []
+    if settings.local_models:
+        # Imported only when used: llama_cpp, numpy and the chat templates are ~50 MB a frontier-only gateway
+        # (`local_models: []`) would otherwise carry for nothing.
+        from local_models.backend import LocalBackend
+
+        backends += [LocalBackend(m, settings.cache_dir) for m in settings.local_models]
     backends += [build_frontier_backend(m) for m in settings.frontier_models]
     return backends
 
@@ -48,12 +53,20 @@ def build_compressors(settings: Settings, catalog: ModelCatalog) -> dict[str, Co
     compressors: dict[str, Compressor] = {}
     frontier_counter: FrontierTokenCounter | None = None  # only when used: o200k_base costs 74 MB and 200k objects
     for backend in catalog.backends:
-        if isinstance(backend, LocalBackend) and settings.compression.local.enabled:
-            compressors[backend.name] = Compressor(settings.compression.local, backend.count_prompt_tokens)
+        local_counter = _local_counter(backend) if backend.tier == "local" else None
+        if local_counter is not None and settings.compression.local.enabled:
+            compressors[backend.name] = Compressor(settings.compression.local, local_counter)
         elif backend.tier == "frontier" and settings.compression.frontier.enabled:
             frontier_counter = frontier_counter or FrontierTokenCounter()
             compressors[backend.name] = Compressor(settings.compression.frontier, frontier_counter)
     return compressors
+
+
+def _local_counter(backend: Backend) -> TokenCounter | None:
+    """A local model's own prompt counter (its chat template, then its tokenizer)."""
+    from local_models.backend import LocalBackend  # loaded already: build_backends made this local backend
+
+    return backend.count_prompt_tokens if isinstance(backend, LocalBackend) else None
 
 
 def build_session_store(settings: Settings) -> SessionStore:

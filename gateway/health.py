@@ -18,14 +18,15 @@ async def healthz() -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """Ready when the local tier's default model is loaded; each model's state is listed."""
+    """Ready when the local tier's default model is loaded (with no local model configured: when the frontier
+    tier's default is usable); each model's state is listed."""
     catalog = services_of(request).catalog
     models = {
         b.name: {"tier": b.tier, "ready": b.ready, "reason": b.not_ready_reason, "queue_depth": b.queue_depth}
         for b in catalog.backends
     }
-    local = catalog.default("local")
-    ready = local is not None and local.ready
+    serving = catalog.default("local") or catalog.default("frontier")
+    ready = serving is not None and serving.ready
     auth = "on" if services_of(request).auth.enabled else "off"  # "off": anyone who reaches the port may use it
     return JSONResponse({"ready": ready, "auth": auth, "models": models}, status_code=200 if ready else 503)
 

@@ -138,8 +138,8 @@ class Settings(BaseSettings):
     )
     local_models: list[LocalModelSettings] = Field(
         default_factory=lambda: [LocalModelSettings()],
-        min_length=1,
-        description="Local GGUF models. The first one is the local tier's default (model name `local`).",
+        description="Local GGUF models. The first one is the local tier's default (model name `local`). Empty (`[]`): "
+        "a frontier-only gateway; `auto` then always answers from the frontier tier and `local` is an unknown model.",
     )
     frontier_models: list[FrontierModelSettings] = Field(
         default_factory=list,

@@ -49,6 +49,8 @@ class ModelCatalog:
             backend = self._defaults.get("local")
         elif backend is None and name == VIRTUAL_FRONTIER:
             backend = self._defaults.get("frontier")
+        if backend is None and name in (VIRTUAL_LOCAL, VIRTUAL_FRONTIER):
+            raise ModelNotFound(f"The model `{name}` is not available: no {name} model is configured.", param="model")
         if backend is None:
             raise ModelNotFound(f"The model `{name}` does not exist or you do not have access to it.", param="model")
         return backend

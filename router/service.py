@@ -129,6 +129,8 @@ class ChatService:
             pinned = decision.rule == "pinned"
         if decision.action == "reject":
             raise PermissionDenied(decision.message or "This request is refused by policy.", code="rejected_by_rule")
+        if decision.action == "local" and decision.allow_fallback and local is None:
+            decision = _frontier_only(decision)
         if not request.caller.frontier_allowed:
             decision = self._held_local(decision, request, pinned)
         backend = self._backend_for(decision)
@@ -362,6 +364,13 @@ class ChatService:
             log.info("%s", orjson.dumps(trace.log_fields()).decode())
         if self._on_finish is not None:
             self._on_finish(trace, request)
+
+
+def _frontier_only(decision: Decision) -> Decision:
+    """A gateway without local models (`local_models: []`): what the rules would keep local goes to the frontier
+    tier as that tier's own decision, not as an escalation, since there was never a local tier to escalate from.
+    Decisions that forbid a fallback (privacy pins) are left alone and fail with 503: they must not leave."""
+    return replace(decision, action="frontier", model=None, reason=f"{decision.reason}; no local model is configured")
 
 
 def _never(_: ChatRequest) -> bool:

@@ -311,7 +311,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "tiergate calibrate")
         site = find_site(text, args.rule, str(args.rules))
         settings = load_gateway_settings(args.config)
         # Signals computed from prompts judge "fits the local context" against the configured local model.
-        context = SignalContext(local_context_tokens=settings.local_models[0].context_tokens)
+        local = settings.local_models[0].context_tokens if settings.local_models else 0  # frontier-only: nothing fits
+        context = SignalContext(local_context_tokens=local)
         if args.prompts is not None:
             scores = scores_from_prompt_file(args.prompts, rules, context)
         else:

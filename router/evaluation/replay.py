@@ -288,7 +288,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "tiergate replay") ->
         return 1
     finally:
         engine.dispose()
-    context = SignalContext(local_context_tokens=settings.local_models[0].context_tokens)
+    local = settings.local_models[0].context_tokens if settings.local_models else 0  # frontier-only: nothing fits
+    context = SignalContext(local_context_tokens=local)
     try:
         result = replay(rows, rules, context)
     except SourceError as exc:
