@@ -3,6 +3,8 @@
 Prints one row per setting: live_multiple's reduction (o200k and the local model's tokenizer) and gold recall, and
 the single-function categories' reduction (compaction alone: with one tool nothing is selected away). An "oracle"
 row keeps exactly the gold functions (the best any selection could do) to show what the settings leave on the table.
+"best tool X/Y, others A/B": rank-aware budgets (`full_description_tools`, `other_*`): the best-ranked kept tool's
+function/parameter descriptions are cut to X/Y characters, the other kept tools' to A/B.
 
     .venv/bin/python bench/compression.py [--data ../shared/data/bfcl] [--no-local] [--append BENCHMARKS.md]
 """
@@ -28,22 +30,40 @@ from prompt_compression.evaluation import (
 from prompt_compression.settings import CompressionSettings
 
 SINGLE = ("simple_python", "live_simple", "parallel", "live_parallel")
+_FLAT = {"full_description_tools": 10_000}
+"""Every kept tool gets the same budgets (no rank-aware budgets)."""
 SETTINGS: list[tuple[str, CompressionSettings]] = [
     (
         "compaction only, 120/60 chars",
         CompressionSettings(
-            description_chars=120, parameter_description_chars=60, relative_score_cutoff=0, max_tools=10_000
+            description_chars=120, parameter_description_chars=60, relative_score_cutoff=0, max_tools=10_000, **_FLAT
         ),
     ),
-    ("defaults (100/50 chars, cutoff 0.3, max 8)", CompressionSettings()),
-    ("80/40 chars, cutoff 0.3", CompressionSettings(description_chars=80, parameter_description_chars=40)),
+    ("100/50 chars for every kept tool, cutoff 0.3, max 8", CompressionSettings(**_FLAT)),
+    ("defaults: best tool 100/50, others 40/0", CompressionSettings()),
+    ("best tool 100/50, others 0/0", CompressionSettings(other_description_chars=0)),
     (
-        "60/30 chars, cutoff 0.4",
-        CompressionSettings(description_chars=60, parameter_description_chars=30, relative_score_cutoff=0.4),
+        "best tool 100/50, others 60/20",
+        CompressionSettings(other_description_chars=60, other_parameter_description_chars=20),
+    ),
+    ("best 2 tools 100/50, others 40/0", CompressionSettings(full_description_tools=2)),
+    (
+        "best tool 60/30, others 0/0",
+        CompressionSettings(description_chars=60, parameter_description_chars=30, other_description_chars=0),
     ),
     (
+        "best tool 30/0, others 0/0",
+        CompressionSettings(description_chars=30, parameter_description_chars=0, other_description_chars=0),
+    ),
+    ("defaults, cutoff 0.4", CompressionSettings(relative_score_cutoff=0.4)),
+    ("defaults, max 3 tools", CompressionSettings(max_tools=3)),
+    (
         "0/0 chars (no descriptions), cutoff 0.3",
-        CompressionSettings(description_chars=0, parameter_description_chars=0),
+        CompressionSettings(description_chars=0, parameter_description_chars=0, other_description_chars=0),
+    ),
+    (
+        "0/0 chars, max 3 tools",
+        CompressionSettings(description_chars=0, parameter_description_chars=0, other_description_chars=0, max_tools=3),
     ),
 ]
 
@@ -90,13 +110,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(rows[-1], flush=True)
     # Oracle: the request reduced to its gold functions before compaction; its before-count is the full request's.
-    settings = CompressionSettings(relative_score_cutoff=0, max_tools=10_000)
+    settings = CompressionSettings(relative_score_cutoff=0, max_tools=10_000, **_FLAT)
     oracle = evaluate_category(_gold_only(multiple), settings, local, 1)
     full = evaluate_category(multiple, CompressionSettings(enabled=False), local, 1)
     o200k = 100 * (1 - oracle.tiktoken_after / full.tiktoken_before)
     local_cut = 100 * (1 - oracle.local_after / full.local_before) if full.local_before else 0.0
     rows.append(
-        f"| oracle selection (gold only) + defaults | {o200k:.1f}% | {local_cut:.1f}% | 100.0% "
+        f"| oracle selection (gold only), 100/50 chars | {o200k:.1f}% | {local_cut:.1f}% | 100.0% "
         f"| {oracle.tools_after}/{full.tools_before} | | |"
     )
     print(rows[-1])

@@ -2,7 +2,8 @@
 
 Steps, each only as far as needed:
 1. compact every tool schema (always, when enabled; cached by content hash);
-2. keep the `max_tools` tools most relevant to the latest user turn (and those that must stay);
+2. keep the `max_tools` tools most relevant to the latest user turn (and those that must stay); the best-ranked
+   keep the full description budgets, the others (less likely to be called) get the smaller `other_*` budgets;
 then, only while the request is over its token budget:
 3. cut old tool results;
 4. drop the least relevant tools, down to `min_tools`;
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 from prompt_compression import history
 from prompt_compression.schema import SchemaCompactor, content_key
-from prompt_compression.selection import Ranking, ToolSelector
+from prompt_compression.selection import Ranking, Selection, ToolSelector
 from prompt_compression.settings import CompressionSettings
 from prompt_compression.tokens import TokenCounter
 from router.chat import ChatRequest, Message, Tool
@@ -80,6 +81,14 @@ class Compressor:
         self._compactor = SchemaCompactor(
             settings.description_chars, settings.parameter_description_chars, settings.schema_cache_entries
         )
+        self._lean = SchemaCompactor(
+            settings.other_description_chars, settings.other_parameter_description_chars, settings.schema_cache_entries
+        )
+        # Rank-aware budgets change something only where the lower-ranked tools' budgets are smaller.
+        self._tiered = settings.compact_schemas and (
+            settings.other_description_chars < settings.description_chars
+            or settings.other_parameter_description_chars < settings.parameter_description_chars
+        )
         self._selector = ToolSelector(max(settings.schema_cache_entries // 8, 1), settings.session_cache_entries)
 
     def compact_tools(self, tools: Sequence[Tool]) -> list[Tool]:
@@ -108,10 +117,12 @@ class Compressor:
             compacted = list(request.tools)
         tool_set = ToolSelector.tool_set_key(keys)
         ranking: Ranking | None = None
-        kept = list(range(len(request.tools)))
-        if len(kept) > settings.max_tools or (settings.relative_score_cutoff > 0 and len(kept) > settings.min_tools):
+        count = len(request.tools)
+        selection = Selection(list(range(count)), frozenset(range(count)))
+        tiered = self._tiered and count > settings.full_description_tools
+        if tiered or count > settings.max_tools or (settings.relative_score_cutoff > 0 and count > settings.min_tools):
             ranking = self._selector.rank(request, tool_set)
-            kept = self._selector.select(
+            selection = self._selector.select(
                 request,
                 ranking,
                 tool_set,
@@ -119,7 +130,11 @@ class Compressor:
                 min_tools=settings.min_tools,
                 relative_cutoff=settings.relative_score_cutoff,
                 session_key=session_key,
+                full_tools=settings.full_description_tools,
             )
+            if tiered:
+                compacted = self._lean_others(request.tools, keys, compacted, selection)
+        kept, full = selection.kept, selection.full
         candidate = dataclasses.replace(request, tools=[compacted[i] for i in kept], messages=list(request.messages))
         after = before if _same(candidate.tools, request.tools) else self._count(candidate)
 
@@ -133,12 +148,22 @@ class Compressor:
             candidate, after = self._drop_old_calls(candidate, after, budget)
 
         if request.tools:
-            self._selector.remember(session_key, tool_set, kept)
+            self._selector.remember(session_key, tool_set, kept, full)
         kept_set = set(kept)
         dropped = tuple(t.name for i, t in enumerate(request.tools) if i not in kept_set)
         if not dropped and _same(candidate.tools, request.tools) and _same(candidate.messages, request.messages):
             return CompressionResult(request, before, before, ())
         return CompressionResult(dataclasses.replace(candidate, raw={}), before, after, dropped)
+
+    def _lean_others(
+        self, tools: Sequence[Tool], keys: Sequence[bytes], compacted: list[Tool], selection: Selection
+    ) -> list[Tool]:
+        """`compacted` with the kept tools outside `selection.full` compacted to the smaller budgets."""
+        lean = list(compacted)
+        for i in selection.kept:
+            if i not in selection.full:
+                lean[i] = self._lean.compact(tools[i], keys[i])
+        return lean
 
     def _shorten_results(self, request: ChatRequest, tokens: int) -> tuple[ChatRequest, int]:
         keep = history.protected(request.messages, self.settings.keep_last_exchanges)

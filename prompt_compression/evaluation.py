@@ -254,6 +254,9 @@ def _settings_from(args: argparse.Namespace) -> CompressionSettings:
         relative_score_cutoff=args.relative_score_cutoff,
         description_chars=args.description_chars,
         parameter_description_chars=args.parameter_description_chars,
+        full_description_tools=args.full_description_tools,
+        other_description_chars=args.other_description_chars,
+        other_parameter_description_chars=args.other_parameter_description_chars,
     )
 
 
@@ -267,6 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--relative-score-cutoff", type=float, default=defaults.relative_score_cutoff)
     parser.add_argument("--description-chars", type=int, default=defaults.description_chars)
     parser.add_argument("--parameter-description-chars", type=int, default=defaults.parameter_description_chars)
+    parser.add_argument("--full-description-tools", type=int, default=defaults.full_description_tools)
+    parser.add_argument("--other-description-chars", type=int, default=defaults.other_description_chars)
+    parser.add_argument(
+        "--other-parameter-description-chars", type=int, default=defaults.other_parameter_description_chars
+    )
     parser.add_argument("--no-local", action="store_true", help="Skip counting with the local model's tokenizer.")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="Where the embedded model lives.")
     parser.add_argument("--repeats", type=int, default=3, help="Passes per request; all but the first are timed.")

@@ -2,9 +2,11 @@
 
 What goes: keys that carry no meaning for the model (`title`, `examples`, `$schema`, `$id`, `$comment`), markdown
 in descriptions, a leading `The`/`A`/`This function`, description sentences that repeat the `default`, descriptions
-that only repeat the parameter's name, empty `required` lists (JSON Schema reads a missing list as empty), and
-description text beyond a budget: whole leading sentences while they fit, else the first sentence cut at a clause
-or word boundary (a word cut is marked `…`). A default stated only in prose is kept whatever the budget.
+that only repeat the parameter's name, top-level parameter descriptions whose every word is the parameter's, the
+function's (its name and kept description) or generic (`Start date for the booking.` on `start_date` of
+`book_hotel`), empty `required` lists (JSON Schema reads a missing list as empty), and description text beyond a
+budget: whole leading sentences while they fit, else the first sentence cut at a clause or word boundary (a word cut
+is marked `…`). A default stated only in prose is kept whatever the budget.
 
 What never changes: function names, property names and their order, types (after the alias mapping below), enum and
 const values, `required` lists, defaults, and every other keyword (`format`, bounds, `items`, `additionalProperties`,
@@ -29,6 +31,7 @@ from typing import Any
 
 import orjson
 
+from prompt_compression.selection import terms
 from router.chat import Tool
 
 TYPE_ALIASES: dict[str, str | None] = {
@@ -189,8 +192,31 @@ def _only_repeats_name(description: str, name: str) -> bool:
     return words <= name_words
 
 
-def compact_schema(schema: Any, description_chars: int, name: str | None = None) -> Any:
-    """The compacted form of one JSON Schema node (see the module docstring for what may change)."""
+_GENERIC = frozenset(
+    terms("data given id identifier input number object option parameter provided specified string type unique value")
+)
+"""Words a parameter description may hold and still say nothing new (as `selection.terms` stems them)."""
+
+
+def _adds_nothing(description: str, name: str, context: frozenset[str]) -> bool:
+    """True when every word of a parameter's description is its name's, the function's, or generic: `Start date for
+    the booking.` on `start_date` of `book_hotel` tells the model nothing the schema does not already show."""
+    words = set(terms(description)) - _GENERIC
+    return words <= set(terms(name.replace("_", " "))) | context
+
+
+def compact_schema(
+    schema: Any,
+    description_chars: int,
+    name: str | None = None,
+    context: frozenset[str] | None = None,
+    parameters: frozenset[str] | None = None,
+) -> Any:
+    """The compacted form of one JSON Schema node (see the module docstring for what may change).
+
+    `name`: the node's property name. `context`: stemmed words the model reads about this node elsewhere (its
+    function's name and kept description); `parameters`: the same for the node's own properties (top level only).
+    """
     if not isinstance(schema, dict):
         return _copy(schema)
     out: dict[str, Any] = {}
@@ -205,7 +231,10 @@ def compact_schema(schema: Any, description_chars: int, name: str | None = None)
                 out[key] = mapped
         elif key == "description" and isinstance(value, str):
             text = shorten_description(value, description_chars, has_default="default" in schema)
-            if text and not (name is not None and _only_repeats_name(text, name)):
+            redundant = name is not None and (
+                _only_repeats_name(text, name) or (context is not None and _adds_nothing(text, name, context))
+            )
+            if text and not redundant:
                 out[key] = text
         elif key == "required" and value == []:
             continue
@@ -214,7 +243,7 @@ def compact_schema(schema: Any, description_chars: int, name: str | None = None)
         elif key in _SCHEMA_LIST_KEYS and isinstance(value, list):
             out[key] = [compact_schema(v, description_chars) for v in value]
         elif key in ("properties", "patternProperties") and isinstance(value, dict):
-            out[key] = {k: compact_schema(v, description_chars, name=k) for k, v in value.items()}
+            out[key] = {k: compact_schema(v, description_chars, k, parameters) for k, v in value.items()}
         elif key in _SCHEMA_MAP_KEYS and isinstance(value, dict):
             out[key] = {k: compact_schema(v, description_chars) for k, v in value.items()}
         else:
@@ -224,7 +253,10 @@ def compact_schema(schema: Any, description_chars: int, name: str | None = None)
 
 def compact_tool(tool: Tool, description_chars: int, parameter_description_chars: int) -> Tool:
     description = shorten_description(tool.description, description_chars)
-    return Tool(tool.name, description, compact_schema(tool.parameters, parameter_description_chars))
+    # What the model will read about the function: its top-level parameters need not repeat it.
+    context = frozenset(terms(tool.name.replace(".", " ").replace("_", " ") + " " + description))
+    parameters = compact_schema(tool.parameters, parameter_description_chars, parameters=context)
+    return Tool(tool.name, description, parameters)
 
 
 def content_key(tool: Tool) -> bytes:

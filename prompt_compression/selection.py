@@ -177,9 +177,18 @@ class Ranking:
 
 
 @dataclass(frozen=True, slots=True)
+class Selection:
+    """Positions of the tools kept, in the request's order, and of those among them that keep full descriptions."""
+
+    kept: list[int]
+    full: frozenset[int]
+
+
+@dataclass(frozen=True, slots=True)
 class _SessionChoice:
     tool_set: bytes
     kept: tuple[int, ...]
+    full: frozenset[int]
 
 
 class ToolSelector:
@@ -230,8 +239,10 @@ class ToolSelector:
         min_tools: int,
         relative_cutoff: float,
         session_key: str | None,
-    ) -> list[int]:
-        """Positions of the tools to keep, in the request's order: the must-keep tools plus the best others."""
+        full_tools: int,
+    ) -> Selection:
+        """The tools to keep (the must-keep tools plus the best others) and, of those, the `full_tools` best-ranked
+        plus the one tool_choice names: they keep full descriptions."""
         best = ranking.order[0] if ranking.order else None
         if session_key is not None:
             with self._lock:
@@ -241,13 +252,24 @@ class ToolSelector:
                 if best is not None and ranking.scores[best] > 0:
                     needed.add(best)
                 if needed <= set(previous.kept):
-                    return list(previous.kept)
+                    return Selection(list(previous.kept), previous.full)
         named = isinstance(request.tool_choice, NamedToolChoice)
         slots = max(max_tools - len(ranking.kept_always), 0 if named else 1)
         others = [i for i in ranking.order if i not in ranking.kept_always]
         if relative_cutoff > 0 and best is not None and ranking.scores[best] > 0:
             others = self._relevant(ranking, others, relative_cutoff * ranking.scores[best], min_tools)
-        return sorted(ranking.kept_always | set(others[:slots]))
+        kept = sorted(ranking.kept_always | set(others[:slots]))
+        return Selection(kept, self.leading(request, ranking, kept, full_tools))
+
+    @staticmethod
+    def leading(request: ChatRequest, ranking: Ranking, kept: Sequence[int], count: int) -> frozenset[int]:
+        """The `count` best-ranked of `kept`, plus the tool tool_choice names (the model must call that one)."""
+        wanted = set(kept)
+        best = [i for i in ranking.order if i in wanted][:count]
+        choice = request.tool_choice
+        if isinstance(choice, NamedToolChoice):
+            best += [i for i in kept if request.tools[i].name == choice.name]
+        return frozenset(best)
 
     @staticmethod
     def _relevant(ranking: Ranking, others: list[int], floor: float, min_tools: int) -> list[int]:
@@ -267,12 +289,13 @@ class ToolSelector:
         fill = max(min_tools - len(ranking.kept_always) - len(relevant), 0)
         return relevant + rest[:fill]
 
-    def remember(self, session_key: str | None, tool_set: bytes, kept: Sequence[int]) -> None:
-        """Record the set a session finally used, so its next turn can keep it."""
+    def remember(self, session_key: str | None, tool_set: bytes, kept: Sequence[int], full: frozenset[int]) -> None:
+        """Record the set a session finally used (and which of it kept full descriptions), so its next turn can
+        render the very same tools."""
         if session_key is None or self._max_sessions <= 0:
             return
         with self._lock:
-            self._sessions[session_key] = _SessionChoice(tool_set, tuple(kept))
+            self._sessions[session_key] = _SessionChoice(tool_set, tuple(kept), full)
             self._sessions.move_to_end(session_key)
             while len(self._sessions) > self._max_sessions:
                 self._sessions.popitem(last=False)

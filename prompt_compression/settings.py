@@ -35,6 +35,26 @@ class CompressionSettings(BaseModel):
         le=100_000,
         description="Longest parameter description kept, shortened the same way. 0 drops parameter descriptions.",
     )
+    full_description_tools: int = Field(
+        1,
+        ge=0,
+        le=10_000,
+        description="Of the tools kept from a request that offers several, this many best-ranked ones (plus a tool "
+        "named by tool_choice) keep the budgets above; the others, less likely to be called, get the `other_*` "
+        "budgets. A large value gives every tool the budgets above.",
+    )
+    other_description_chars: int = Field(
+        40,
+        ge=0,
+        le=100_000,
+        description="Longest function description kept for the lower-ranked tools (see `full_description_tools`).",
+    )
+    other_parameter_description_chars: int = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="Longest parameter description kept for the lower-ranked tools. 0 drops them.",
+    )
     max_tools: int = Field(
         8,
         ge=1,

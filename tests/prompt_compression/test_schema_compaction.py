@@ -195,3 +195,19 @@ def test_a_default_written_only_in_prose_survives_shortening() -> None:
     text = "The unit of measurement for the radius of the circle. Default is 'cm'."
     assert shorten_description(text, 40).endswith("Default is 'cm'.")
     assert "Default" not in shorten_description(text, 40, has_default=True)  # the schema's `default` says it
+
+
+def test_parameter_description_saying_nothing_beyond_names_goes_and_one_with_news_stays() -> None:
+    properties = {
+        "start_date": {"type": "string", "description": "The start date for the booking."},
+        "location": {"type": "string", "description": "City and state, e.g. Denver, CO"},
+        "weight": {"type": "number", "description": "Weight of the hotel room's luggage in kg."},
+    }
+    tool = Tool("book_hotel", "Book a hotel room.", {"type": "object", "properties": properties})
+    compacted = compact_tool(tool, 100, 60).parameters["properties"]
+    assert "description" not in compacted["start_date"]
+    assert compacted["location"]["description"] == "City and state, e.g. Denver, CO"
+    assert compacted["weight"]["description"] == "Weight of the hotel room's luggage in kg."
+    # Without a function description the model cannot read `booking` anywhere else: the words must stay.
+    bare = compact_tool(Tool("reserve", "", tool.parameters), 100, 60).parameters["properties"]
+    assert bare["start_date"]["description"] == "Start date for the booking."
