@@ -132,8 +132,11 @@ def _flow_grpo_query(query: ExportQuery) -> Select[RequestRow, str | None]:
     stmt = (
         select(RequestRow, SessionRow.task_id)
         .join(SessionRow, SessionRow.id == RequestRow.session_id)
-        # Step order as the session store counted it; rows without a step (the store was unreachable) by time.
-        .order_by(RequestRow.session_id, RequestRow.step.asc().nulls_last(), RequestRow.created_at)
+        # Steps in the order they were received. The stored step number is a label, not the order: the session
+        # store that counts steps forgets a session (restart without Redis, TTL, eviction) and then counts from 1
+        # again, and a step it could not count has none. An agent's steps are sequential (each waits on the answer
+        # before), so receive times order them; the number breaks ties within a clock tick.
+        .order_by(RequestRow.session_id, RequestRow.created_at, RequestRow.step, RequestRow.id)
     )
     if query.since is not None:
         # Whole sessions active since then, not their steps after it: a trajectory cut in half teaches nothing.

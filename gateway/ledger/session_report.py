@@ -1,8 +1,8 @@
 """Agent sessions as the ledger saw them: the recent ones, and one session's steps in order with its outcome.
 
 The dashboard's session view reads these (never the chat request path). Both queries are bounded: a page of recent
-sessions, and at most `MAX_STEPS` steps of one session. A step's order is its recorded step number; rows without one
-(written before steps were numbered) fall back to the time they were made.
+sessions, and at most `MAX_STEPS` steps of one session. Steps are in the order they were received; the recorded step
+number is shown as a label (the session store restarts its count when it forgets a session), else the position.
 """
 
 from __future__ import annotations
@@ -97,8 +97,8 @@ def _detail(engine: Engine, session_id: str, metric: str, spec: MetricSettings) 
                 RequestRow.status,
             )
             .where(RequestRow.session_id == session_id)
-            # Numbered steps in their order, then any unnumbered ones by time (NULLs last on every backend).
-            .order_by(RequestRow.step.is_(None), RequestRow.step, RequestRow.created_at, RequestRow.id)
+            # Receive order (see the module docstring); the step number breaks ties within a clock tick.
+            .order_by(RequestRow.created_at, RequestRow.step, RequestRow.id)
             .limit(MAX_STEPS)
         ).all()
         if session is None and not steps:

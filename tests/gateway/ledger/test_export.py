@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +17,12 @@ import httpx
 import openai
 import orjson
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from support.gateway_server import LOCAL_TEST_MODEL, REPO, GatewayProcess
 from support.scripted_upstream import Reply, ScriptedUpstream
 
-from gateway.ledger.database import make_engine
-from gateway.ledger.models import RequestRow
+from gateway.ledger.database import make_engine, upgrade
+from gateway.ledger.models import OutcomeRow, RequestRow, SessionRow
 
 pytestmark = pytest.mark.model
 
@@ -204,3 +206,66 @@ def test_a_bad_since_is_refused_with_a_reason(tmp_path: Path) -> None:
     )
     assert done.returncode == 2 and "--since must be an ISO 8601 date or time" in done.stderr
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_steps_stay_in_receive_order_when_the_session_store_restarted_its_count(tmp_path: Path) -> None:
+    """A gateway restart without Redis forgets the session, so its next step is numbered 1 again: the export keeps
+    the order the steps happened in, with the store's numbers as labels."""
+    database = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    upgrade(database)
+    start = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+    labels = [1, 2, 1, 2]  # the store counted 1, 2; the gateway restarted; it counted 1, 2 again
+    zero = Decimal(0)
+    rows = [
+        {
+            "id": f"req-{position}",
+            "created_at": start + timedelta(seconds=position),
+            "session_id": "run",
+            "requested_model": "auto",
+            "tier": "frontier",
+            "model": "gpt-test",
+            "tokens_in": 10,
+            "tokens_out": 5,
+            "tokens_cached": 0,
+            "cost_usd": zero,
+            "wasted_cost_usd": zero,
+            "counterfactual_usd": zero,
+            "escalated": False,
+            "latency_ms": 1.0,
+            "stream": False,
+            "status": 200,
+            "step": step,
+            "prompt": [{"role": "user", "content": f"step at {position}"}],
+            "response": {"role": "assistant", "content": f"answer {position}"},
+        }
+        for position, step in enumerate(labels)
+    ]
+    engine = make_engine(database)
+    try:
+        with engine.begin() as connection:
+            connection.execute(insert(RequestRow), rows)
+            connection.execute(
+                insert(SessionRow),
+                [{"id": "run", "first_seen": start, "last_seen": start + timedelta(seconds=3), "step_count": 4}],
+            )
+            connection.execute(
+                insert(OutcomeRow),
+                [{"session_id": "run", "metric": "success", "value": 1.0, "created_at": start + timedelta(minutes=1)}],
+            )
+    finally:
+        engine.dispose()
+
+    out = tmp_path / "steps.jsonl"
+    command = ["export", "trajectories", "--format", "flow-grpo", "--out", str(out), "--database-url", database]
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", *command],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    records = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert [r["request_id"] for r in records] == ["req-0", "req-1", "req-2", "req-3"]
+    assert [r["step"] for r in records] == labels
+    assert {r["reward"] for r in records} == {1.0}
