@@ -20,7 +20,7 @@ from gateway.metrics import GatewayMetrics, chain_finishers, metrics_finisher, r
 from gateway.openapi import install_openapi
 from gateway.recording import ledger_finisher, stores_prompt
 from gateway.routes import install_routes
-from gateway.settings import Settings
+from gateway.settings import Settings, is_loopback_host
 from gateway.state import Services
 from prompt_compression.compressor import Compressor
 from prompt_compression.tokens import FrontierTokenCounter, TokenCounter
@@ -81,8 +81,6 @@ def build_session_store(settings: Settings) -> SessionStore:
 
 def create_app(settings: Settings) -> FastAPI:
     """Build the app. A bad rules file raises `router.rules.RulesError` here, before anything serves."""
-    if not settings.request_log:
-        logging.getLogger("tiergate.requests").setLevel(logging.WARNING)
     catalog = ModelCatalog(build_backends(settings))
     routing = settings.routing
     rules = RuleStore(routing.rules_file or default_rules_path())
@@ -105,6 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
         finish,
         compressors=build_compressors(settings, catalog),
         stores_answer=lambda request: stores_prompt(request, settings.ledger),
+        request_log=settings.request_log,
     )
     keys = (
         KeyStore(
@@ -133,6 +132,16 @@ def create_app(settings: Settings) -> FastAPI:
         await limits.start()  # each key's frontier spend so far today and this month, from the ledger
         if keys is not None:
             await keys.start()  # after the ledger: it has applied the migrations that make the keys' table
+        elif not is_loopback_host(settings.host):
+            # auth.enabled: false, set on purpose, on an address other machines may reach: allowed, never quietly.
+            log.critical(
+                "running OPEN ON THE NETWORK: auth.enabled is false and the gateway listens on %s:%d, not on loopback; "
+                "anyone who can reach that address may use every route, spend the frontier budget, and read the "
+                "dashboard, the reports and the ledger's sessions. Set auth.enabled: true unless a proxy in front of "
+                "it checks every caller.",
+                settings.host,
+                settings.port,
+            )
         else:
             log.warning(
                 "running OPEN: no API keys are checked; anyone who can reach %s:%d may use every route, the "
@@ -156,11 +165,15 @@ def create_app(settings: Settings) -> FastAPI:
             await sessions.close()
             await asyncio.gather(*(b.close() for b in catalog.backends))
 
-    # FastAPI's telemetry hooks cost ~7 us a request and Tiergate exports its own metrics.
+    # FastAPI's telemetry hooks cost ~7 us a request and Tiergate exports its own metrics. No /docs or /redoc: their
+    # pages load Swagger UI and ReDoc scripts from a CDN on the dashboard's origin, where the admin key sits in the
+    # tab's sessionStorage. /openapi.json stays (schema-driven clients and the fuzz test read it).
     app = FastAPI(
         title="Tiergate",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.services = services

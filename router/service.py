@@ -89,6 +89,7 @@ class ChatService:
         on_finish: Finisher | None = None,
         compressors: Mapping[str, Compressor] | None = None,
         stores_answer: Callable[[ChatRequest], bool] | None = None,
+        request_log: bool = True,
     ) -> None:
         self.catalog = catalog
         self.rules = rules
@@ -99,6 +100,8 @@ class ChatService:
         """By backend name: what shrinks a request for that model (its tier's settings, its own tokenizer)."""
         self._stores_answer = stores_answer or _never
         """Whether a request's answer is kept on its trace (for the ledger); streams are assembled only then."""
+        self._request_log = request_log
+        """One JSON line per request on `tiergate.requests` (setting `request_log`)."""
 
     # --- deciding --------------------------------------------------------------------------------------------
 
@@ -360,7 +363,7 @@ class ChatService:
         trace.step = state.steps or None  # 0: the store could not count it
 
     def _finish(self, request: ChatRequest, trace: RequestTrace) -> None:
-        if log.isEnabledFor(logging.INFO):  # `request_log: false` turns the line off, and its JSON encoding with it
+        if self._request_log and log.isEnabledFor(logging.INFO):  # off: no line, and no JSON encoding either
             log.info("%s", orjson.dumps(trace.log_fields()).decode())
         if self._on_finish is not None:
             self._on_finish(trace, request)
