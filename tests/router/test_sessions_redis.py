@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import redis.asyncio
 from support.redis_server import forget_sessions, require_redis, unique_session
 
 from router.sessions import NO_SESSION, RedisSessionStore, SessionState, StepOutcome
@@ -73,24 +74,44 @@ def test_two_replicas_counting_one_session_at_once_get_distinct_step_numbers(red
     assert final == SessionState(steps=60, escalations=20)
 
 
-def test_a_session_expires_after_its_ttl_unless_used(redis_url: str, session: str) -> None:
-    async def run() -> tuple[int, int, SessionState]:
+def test_each_use_restarts_a_sessions_time_to_live(redis_url: str, session: str) -> None:
+    """Read from Redis itself (PTTL) rather than inferred from sleeps, so a busy machine cannot flip it."""
+
+    async def run() -> tuple[int, int, int]:
+        store = RedisSessionStore(redis_url, ttl_s=30.0)
+        probe = redis.asyncio.Redis.from_url(redis_url)
+        key = RedisSessionStore.KEY_PREFIX + session
+        try:
+            await store.record(session, StepOutcome())
+            await probe.pexpire(key, 5_000)  # as if 25 s had passed since the step
+            aged = await probe.pttl(key)
+            await store.get(session)
+            after_read = await probe.pttl(key)
+            await probe.pexpire(key, 5_000)
+            await store.record(session, StepOutcome())
+            return aged, after_read, await probe.pttl(key)
+        finally:
+            await store.close()
+            await probe.aclose()
+
+    aged, after_read, after_write = asyncio.run(run())
+    assert 0 < aged <= 5_000
+    assert after_read > 20_000 and after_write > 20_000  # back to about 30 s
+
+
+def test_an_unused_session_expires_after_its_ttl(redis_url: str, session: str) -> None:
+    async def run() -> tuple[SessionState, SessionState]:
         store = RedisSessionStore(redis_url, ttl_s=1.0)
         try:
             await store.record(session, StepOutcome())
-            still_there = 0
-            for _ in range(3):
-                await asyncio.sleep(0.5)
-                still_there += (await store.get(session)).steps  # each read restarts its time to live
-            await asyncio.sleep(0.5)
-            after_half_ttl = (await store.get(session)).steps
-            await asyncio.sleep(1.3)
-            return still_there, after_half_ttl, await store.get(session)
+            fresh = await store.get(session)
+            await asyncio.sleep(2.5)  # well past the 1 s time to live
+            return fresh, await store.get(session)
         finally:
             await store.close()
 
-    still_there, after_half_ttl, expired = asyncio.run(run())
-    assert still_there == 3 and after_half_ttl == 1  # alive 2 s after it was written, with a 1 s TTL
+    fresh, expired = asyncio.run(run())
+    assert fresh.steps == 1
     assert expired == NO_SESSION
 
 
