@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import openai
@@ -174,6 +175,9 @@ class Step:
 class Run:
     puzzle: list[int]
     session_id: str
+    stored_session_id: str | None = None
+    """The id the gateway stores the session under (`x-tiergate-session`, percent-encoded): with keys checked, it is
+    `<key id>/<session_id>`."""
     steps: list[Step] = field(default_factory=list)
     answer: str | None = None
     result: Check = Check(False, "not run")
@@ -226,6 +230,7 @@ class Agent:
         )
         completion = raw.parse()
         h = raw.headers
+        run.stored_session_id = h.get("x-tiergate-session", run.stored_session_id)
         run.steps.append(
             Step(
                 role,
@@ -254,7 +259,8 @@ class Ledger:
         self.http = httpx.Client(base_url=root, headers={"Authorization": f"Bearer {api_key}"}, timeout=30)
 
     def send_outcome(self, run: Run) -> None:
-        body = {"session_id": run.session_id, "metric": "success", "value": run.result.ok}
+        stored = unquote(run.stored_session_id) if run.stored_session_id else run.session_id
+        body = {"session_id": stored, "metric": "success", "value": run.result.ok}
         self.http.post("/v1/feedback", json=body).raise_for_status()
 
     def session_cost(self, run: Run, wait_s: float = 10.0) -> str | None:
@@ -262,7 +268,7 @@ class Ledger:
         when the key may not read it."""
         deadline = time.monotonic() + wait_s
         while True:
-            response = self.http.get(f"/dashboard/sessions/{run.session_id}")
+            response = self.http.get(f"/dashboard/sessions/{run.stored_session_id or run.session_id}")
             if response.status_code in (401, 403):
                 return None
             if response.status_code == 200:

@@ -6,10 +6,12 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from urllib.parse import quote
 
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
+from gateway.auth.keys import scoped_session_id
 from gateway.body import parse_model, read_json_object
 from gateway.render import DONE, ChunkWriter, completion_json, error_event
 from gateway.responses import JSONResponse
@@ -31,14 +33,18 @@ async def create_chat_completion(request: Request) -> Response:
     wire = parse_model(ChatCompletionRequest, body)
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     headers_in = request.headers
-    chat = wire.to_internal(
-        request_id, raw=body, session_id=headers_in.get(SESSION_HEADER), task_id=headers_in.get(TASK_HEADER)
-    )
-    chat.caller = services.auth.caller(request.state.api_key)  # the route's key check left the key there
-    if request.state.api_key is not None:  # its rate limits and frontier budget (429, or the caller's bias)
-        chat.caller = await services.limits.admit(request.state.api_key, chat.caller, chat.model)
+    key = request.state.api_key  # the route's key check left it there; None when auth is off
+    session_id = headers_in.get(SESSION_HEADER) or wire.user
+    if session_id and key is not None:
+        session_id = scoped_session_id(key.id, session_id)  # keys never share a session
+    chat = wire.to_internal(request_id, raw=body, session_id=session_id, task_id=headers_in.get(TASK_HEADER))
+    chat.caller = services.auth.caller(key)
+    if key is not None:  # its rate limits and frontier budget (429, or the caller's bias)
+        chat.caller = await services.limits.admit(key, chat.caller, chat.model)
     answer = await services.chat.answer(chat, received_at)
     headers = answer.headers
+    if chat.session_id:  # the id the ledger, feedback and the dashboard know the session by (percent-encoded)
+        headers = {**headers, "x-tiergate-session": quote(chat.session_id, safe="/")}
     if answer.events is not None:
         writer = ChunkWriter(request_id, answer.model, chat.include_usage)
         return StreamingResponse(

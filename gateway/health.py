@@ -6,6 +6,7 @@ import time
 
 from fastapi import Request
 
+from gateway.auth.authenticator import KEYS_NOT_LOADED
 from gateway.responses import JSONResponse
 from gateway.state import services_of
 
@@ -19,7 +20,7 @@ async def healthz() -> JSONResponse:
 
 async def readyz(request: Request) -> JSONResponse:
     """Ready when the local tier's default model is loaded (with no local model configured: when the frontier
-    tier's default is usable); each model's state is listed."""
+    tier's default is usable) and, with auth on, the API keys have been loaded once; each model's state is listed."""
     catalog = services_of(request).catalog
     models = {
         b.name: {"tier": b.tier, "ready": b.ready, "reason": b.not_ready_reason, "queue_depth": b.queue_depth}
@@ -27,8 +28,12 @@ async def readyz(request: Request) -> JSONResponse:
     }
     serving = catalog.default("local") or catalog.default("frontier")
     ready = serving is not None and serving.ready
-    auth = "on" if services_of(request).auth.enabled else "off"  # "off": anyone who reaches the port may use it
-    return JSONResponse({"ready": ready, "auth": auth, "models": models}, status_code=200 if ready else 503)
+    keys = services_of(request).auth.keys
+    auth = "on" if keys is not None else "off"  # "off": anyone who reaches the port may use it
+    body: dict[str, object] = {"ready": ready, "auth": auth, "models": models}
+    if keys is not None and not keys.loaded:  # every keyed request would get 503 keys_not_loaded
+        body.update(ready=False, reason="keys_not_loaded: " + KEYS_NOT_LOADED)
+    return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
 
 async def list_models(request: Request) -> JSONResponse:

@@ -12,10 +12,15 @@ from gateway.state import services_of
 
 
 async def post_feedback(request: Request) -> JSONResponse:
-    """`{"request_id" | "session_id", "metric", "value"}`; a session's outcome applies to all of its steps."""
+    """`{"request_id" | "session_id", "metric", "value"}`; a session's outcome applies to all of its steps.
+
+    A client key names its own sessions as it sent them (they are stored under its key id); an admin key names any
+    session by its stored id. A request id (random) is its own capability."""
     services = services_of(request)
     body = await read_json_object(request, services.settings.max_body_bytes)
-    return JSONResponse(await submit_feedback(services.ledger, body))
+    key = request.state.api_key
+    scope = key.id if key is not None and not key.admin else None
+    return JSONResponse(await submit_feedback(services.ledger, body, session_scope=scope))
 
 
 async def get_cost_report(request: Request) -> JSONResponse:

@@ -43,5 +43,5 @@ def install_routes(app: FastAPI) -> None:
     route("/dashboard", get_dashboard, methods=["GET"], include_in_schema=False)
     route("/dashboard/data", get_dashboard_data, methods=["GET"])
     route("/dashboard/sessions", get_sessions, methods=["GET"])
-    route("/dashboard/sessions/{session_id}", get_session, methods=["GET"])
+    route("/dashboard/sessions/{session_id:path}", get_session, methods=["GET"])  # keyed ids hold a `/`
     route("/dashboard/assets/{name}", get_dashboard_asset, methods=["GET"], include_in_schema=False)

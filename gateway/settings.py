@@ -7,6 +7,7 @@ A bad file stops start-up with `ConfigError`, whose message names the file, the 
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -92,8 +93,9 @@ class AuthSettings(_Strict):
     enabled: bool | None = Field(
         None,
         description="Require `Authorization: Bearer KEY` on `/v1/*` and an admin key on `/admin/*`, the dashboard's "
-        "data and reports. Null: on when the gateway starts with a config file, off for the embedded quick start "
-        "without one (which then logs loudly that it runs open).",
+        "data and reports. Null: on when the gateway starts with a config file or listens on an address other than "
+        "loopback (127.0.0.0/8, ::1, localhost); off only for the quick start on loopback without a config file "
+        "(which then logs loudly that it runs open).",
     )
     refresh_interval_s: float = Field(
         2.0,
@@ -171,6 +173,17 @@ class Settings(BaseSettings):
         return self
 
 
+def is_loopback_host(host: str) -> bool:
+    """Whether `host` is reachable from this machine only: 127.0.0.0/8, ::1 or `localhost`."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # any other name may resolve to a public address
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Settings from `config_file`, `TIERGATE_*` variables and `overrides`; overrides win, then the environment."""
     if config_file is not None and not config_file.is_file():
@@ -202,7 +215,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     except Exception as exc:  # a YAML syntax error, an unreadable file
         raise ConfigError(f"{where}: {exc}") from None
     if settings.auth.enabled is None:
-        # A config file means a deployment: keys are checked unless it says otherwise. No file is the quick start.
-        auth = settings.auth.model_copy(update={"enabled": config_file is not None})
+        # A config file or a non-loopback address means a deployment (the Docker image listens on 0.0.0.0 without a
+        # file): keys are checked unless the config says otherwise. Only the quick start on loopback runs open.
+        deployed = config_file is not None or not is_loopback_host(settings.host)
+        auth = settings.auth.model_copy(update={"enabled": deployed})
         settings = settings.model_copy(update={"auth": auth})
     return settings

@@ -12,7 +12,8 @@
     │   └── BudgetExceeded             429 rate_limit_error / budget_exceeded (a key's frontier budget is spent)
     ├── UpstreamError                  502 upstream_error (a frontier provider failed)
     │   └── UpstreamTimeout            504 upstream_error / timeout
-    └── Unavailable                    503 service_unavailable (model not loaded, tier without key)
+    └── Unavailable                    503 service_unavailable (model not loaded, tier without key, keys not yet
+                                           loaded: then with Retry-After)
 
 Each error knows its HTTP status and its OpenAI `type` and `code`; `gateway.errors` renders them in the OpenAI
 shape `{"error": {"message", "type", "param", "code"}}`. Code decides by class, never by message text.
@@ -120,3 +121,12 @@ class Unavailable(TiergateError):
     status = 503
     type = "service_unavailable"
     default_code = "unavailable"
+
+    def __init__(
+        self, message: str, *, retry_after_s: int | None = None, param: str | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after_s is None else {"Retry-After": str(self.retry_after_s)}

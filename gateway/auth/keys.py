@@ -11,6 +11,12 @@ from typing import Literal
 OverBudget = Literal["local", "refuse"]
 
 
+def scoped_session_id(key_id: str, session_id: str) -> str:
+    """A keyed request's session as stored everywhere (session store, ledger, feedback, dashboard): under its key's
+    id, so that two keys naming the same session never share its state, rows or outcome."""
+    return f"{key_id}/{session_id}"
+
+
 @dataclass(frozen=True, slots=True)
 class ApiKey:
     id: str

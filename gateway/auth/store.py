@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -66,6 +67,11 @@ class KeyStore:
     @property
     def count(self) -> int:
         return len(self._by_digest)
+
+    @property
+    def retry_after_s(self) -> int:
+        """When to try again while the keys are not loaded: the next reload, in whole seconds (at least 1)."""
+        return max(1, math.ceil(self.refresh_interval_s))
 
     @property
     def loaded(self) -> bool:

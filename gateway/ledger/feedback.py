@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, ValidationError
 from sqlalchemy import Engine, insert, select
 
+from gateway.auth.keys import scoped_session_id
 from gateway.ledger.database import call_db
 from gateway.ledger.models import OutcomeRow, RequestRow, SessionRow
 from gateway.ledger.record import utc_now
@@ -33,12 +34,21 @@ class FeedbackIn(BaseModel):
     value: StrictBool | StrictInt | StrictFloat
 
 
-async def submit_feedback(ledger: Ledger, payload: Mapping[str, Any]) -> dict[str, Any]:
-    """Store one outcome. `payload` is the parsed JSON body: `{request_id | session_id, metric, value}`.
+async def submit_feedback(
+    ledger: Ledger, payload: Mapping[str, Any], *, session_scope: str | None = None
+) -> dict[str, Any]:
+    """Store one outcome. `payload` is the parsed JSON body: `{request_id | session_id, metric, value}`. With
+    `session_scope` (a client key's id) a session id names that key's own session, stored as `<scope>/<id>` (an id
+    that starts with `<scope>/` already is that stored id).
 
     Raises `InvalidRequest` for a bad body, an undeclared metric, a value of the wrong type or an unknown id
     (code `not_found`), and `Unavailable` while the database is unreachable. Returns the stored outcome."""
     feedback = parse_feedback(payload, ledger.settings.metrics)
+    own = f"{session_scope}/"
+    if session_scope is not None and feedback.session_id is not None and not feedback.session_id.startswith(own):
+        # The id as the key sent it; an id already under the key's own scope (the `x-tiergate-session` answer
+        # header) is taken as it is: either way nothing outside `<key id>/` can be reached.
+        feedback = feedback.model_copy(update={"session_id": scoped_session_id(session_scope, feedback.session_id)})
     if not await call_db(_target_exists, ledger.engine, feedback):
         await ledger.flush()  # the request may have just finished, its row still on its way
         if not await call_db(_target_exists, ledger.engine, feedback):
