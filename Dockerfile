@@ -1,4 +1,7 @@
 # The Tiergate gateway. Used by docker-compose.yml; alone: docker build -t tiergate . && docker run -p 8080:8080 tiergate
+# It listens on 0.0.0.0, so API keys are checked even without a config file (auth.enabled unset is on off loopback):
+# make the first key inside the container, `docker exec CONTAINER tiergate keys create --name me --admin`. Without a
+# config the ledger, keys included, is SQLite at /var/cache/tiergate/ledger.sqlite3: mount a volume there to keep it.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
@@ -28,6 +31,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /var/cache/tiergate --create-home tiergate
 COPY --from=build /opt/tiergate /opt/tiergate
+# TIERGATE_HOST=0.0.0.0 turns key checks on (see the top); `auth: {enabled: false}` in a config turns them off, loudly.
 ENV PATH=/opt/tiergate/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     TIERGATE_HOST=0.0.0.0 \
