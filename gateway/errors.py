@@ -12,7 +12,15 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.responses import JSONResponse
-from router.errors import InvalidRequest, TiergateError
+from router.errors import (
+    AuthenticationFailed,
+    BudgetExceeded,
+    InvalidRequest,
+    PermissionDenied,
+    QueueFull,
+    RateLimited,
+    TiergateError,
+)
 
 log = logging.getLogger("tiergate.errors")
 
@@ -21,6 +29,21 @@ _HTTP_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_f
 
 def error_response(error: TiergateError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers())
+
+
+def refusal_reason(error: TiergateError) -> str | None:
+    """Why authentication or the limiter refused a request (the `reason` of `tiergate_refusals_total`); None for
+    every other error. Decided by class and code; a busy local model (`queue_full`) is no refusal."""
+    if isinstance(error, AuthenticationFailed):
+        return "missing_key" if error.code == "missing_api_key" else "invalid_key"
+    if isinstance(error, PermissionDenied):
+        return error.code or "permission_denied"
+    if isinstance(error, BudgetExceeded):
+        return "budget_exceeded"
+    if isinstance(error, RateLimited) and not isinstance(error, QueueFull):
+        reason: str = getattr(error, "refusal", "rate_limit")  # the limiter's subclasses say which limit
+        return reason
+    return None
 
 
 def validation_param(loc: tuple[int | str, ...]) -> str | None:
@@ -38,8 +61,11 @@ def validation_param(loc: tuple[int | str, ...]) -> str | None:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    async def on_tiergate_error(_: Request, exc: Exception) -> JSONResponse:
+    async def on_tiergate_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, TiergateError)
+        reason = refusal_reason(exc)
+        if reason is not None:
+            request.app.state.metrics.refused(reason)
         return error_response(exc)
 
     async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:

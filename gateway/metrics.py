@@ -112,6 +112,14 @@ class GatewayMetrics:
             ["kind", "reason", "rule"],
             registry=r,
         )
+        self.refusals = Counter(
+            "tiergate_refusals",
+            "Requests refused before routing, by reason: missing_key, invalid_key (401), insufficient_scope and the "
+            "other 403 codes, rate_limit_requests, rate_limit_tokens, budget_exceeded (429).",
+            ["reason"],
+            registry=r,
+        )
+        self._refusal = BoundedLabel(32)
         self.overhead = Histogram(
             "tiergate_gateway_overhead_seconds",
             "Time the gateway itself added to a request (parsing, routing, compression, rendering), without the "
@@ -235,6 +243,10 @@ class GatewayMetrics:
             spend += wasted
         if tier is not None:
             self._child(self.savings, tier).inc(float(row["counterfactual_usd"] - spend))
+
+    def refused(self, reason: str) -> None:
+        """Count a refusal by authentication or the limiter (rendered by `gateway.errors`)."""
+        self._child(self.refusals, self._refusal(reason)).inc()
 
     def _child(self, metric: M, *values: str) -> M:
         key = (metric, values)

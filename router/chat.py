@@ -85,6 +85,9 @@ class Caller:
     """False once the key's frontier budget is spent (policy `local`): the request stays on the local tier."""
     store_prompts: bool = False
     """Store this request's messages and answer in the ledger (for replay and trajectory export)."""
+    reservation: object | None = None
+    """What the key's limiter set aside at admission (an estimate of the frontier cost), handed back to it when the
+    request finishes so that it can settle the real cost; opaque to the router."""
 
 
 ANONYMOUS = Caller()

@@ -24,7 +24,17 @@ import orjson
 from prompt_compression.compressor import Compressor
 from router.backend import Backend
 from router.catalog import VIRTUAL_AUTO, ModelCatalog
-from router.chat import ChatRequest, Completion, StreamEnd, StreamEvent, TextDelta, Tier, ToolCall, ToolCallDelta
+from router.chat import (
+    ChatRequest,
+    Completion,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    Tier,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
 from router.errors import (
     BudgetExceeded,
     ContextLengthExceeded,
@@ -37,7 +47,7 @@ from router.errors import (
 from router.rule_store import RuleStore
 from router.rules import Decision
 from router.sessions import NO_SESSION, SessionStore, StepOutcome
-from router.signals import SignalContext, Signals, extract_signals
+from router.signals import SignalContext, Signals, estimate_tokens, extract_signals
 from router.trace import Attempt, RequestTrace, StreamedAnswer, completion_message
 from router.verification import VerificationChain
 
@@ -318,6 +328,7 @@ class ChatService:
         self, request: ChatRequest, trace: RequestTrace, first: StreamEvent, events: AsyncIterator[StreamEvent]
     ) -> AsyncIterator[StreamEvent]:
         answer = StreamedAnswer() if self._stores_answer(request) else None
+        sent: list[str] = []  # the text handed on, to charge a stream that ends early
         try:
             trace.mark_first_token()
             if answer is not None:
@@ -327,8 +338,13 @@ class ChatService:
                 trace.mark_first_token()
                 if answer is not None:
                     answer.add(event)
+                if isinstance(event, TextDelta | ToolCallDelta):
+                    sent.append(event.text if isinstance(event, TextDelta) else event.arguments)
                 yield event
         except BaseException as exc:
+            if isinstance(first, TextDelta | ToolCallDelta):
+                sent.insert(0, first.text if isinstance(first, TextDelta) else first.arguments)
+            _charge_unfinished(trace, sent)
             self._fail(request, trace, exc)
             raise
         trace.finished_s = trace.elapsed()
@@ -374,6 +390,19 @@ def _frontier_only(decision: Decision) -> Decision:
     tier as that tier's own decision, not as an escalation, since there was never a local tier to escalate from.
     Decisions that forbid a fallback (privacy pins) are left alone and fail with 503: they must not leave."""
     return replace(decision, action="frontier", model=None, reason=f"{decision.reason}; no local model is configured")
+
+
+def _charge_unfinished(trace: RequestTrace, sent: list[str]) -> None:
+    """A stream that ended before its final event (the client went away, the upstream cut it) still used its
+    backend: its attempt is recorded with the tokens known, so that the ledger and the key's budget charge it. The
+    prompt as the compressor counted it for that backend, else as the router estimated it; the text sent, estimated.
+    """
+    final = trace.final
+    if trace.tier is None or trace.model is None or (final is not None and final.model == trace.model):
+        return
+    prompt = trace.compression[1] if trace.compression else int(trace.signals.get("prompt_tokens", 0))
+    usage = Usage(prompt, estimate_tokens("".join(sent)))
+    trace.attempts.append(Attempt(trace.tier, trace.model, usage, trace.elapsed()))
 
 
 def _never(_: ChatRequest) -> bool:

@@ -2,6 +2,7 @@
 
     CounterStore.apply(increments, reads)  one atomic step: add to some counters, read others
     CounterStore.seed(key, value, ttl_s)   set a counter only where it does not exist yet (start-up from the ledger)
+    CounterStore.raise_to(key, value, ttl_s)  set a counter to at least `value` (a spend Redis lost is put back)
 
 Both stores keep the same keys (`tiergate:...`, chosen by `gateway.auth.limits`) with the same meaning, so a test
 or a deployment can swap one for the other. Money is counted in whole picodollars (the ledger's 12 decimal places)
@@ -41,6 +42,11 @@ class CounterStore(ABC):
     async def seed(self, key: str, value: int, ttl_s: int) -> None:
         """Set a counter that does not exist yet; leave one that does (another replica is counting already)."""
 
+    @abstractmethod
+    async def raise_to(self, key: str, value: int, ttl_s: int) -> None:
+        """Set a counter to `value` where it is lower (or missing), atomically; taking the maximum is idempotent, so
+        replicas that all put back what they knew of a lost counter never count it twice."""
+
     async def close(self) -> None:
         return None
 
@@ -71,6 +77,11 @@ class MemoryCounters(CounterStore):
         if key not in self._values or self._values[key][1] <= now:
             self._values[key] = (value, now + ttl_s)
 
+    async def raise_to(self, key: str, value: int, ttl_s: int) -> None:
+        now = time.monotonic()
+        if self._get(key, now) < value:
+            self._values[key] = (value, now + ttl_s)
+
     def _get(self, key: str, now: float) -> int:
         entry = self._values.get(key)
         if entry is None or entry[1] <= now:
@@ -84,15 +95,33 @@ class MemoryCounters(CounterStore):
 
 class RedisCounters(CounterStore):
     """Counters shared by every replica. One MULTI/EXEC pipeline per call: INCRBY + EXPIRE per increment and GET
-    per read travel in a single round trip and apply atomically (Redis runs a transaction without interleaving)."""
+    per read travel in a single round trip and apply atomically (Redis runs a transaction without interleaving).
 
-    def __init__(self, url: str, timeout_s: float) -> None:
-        # Short socket timeouts: a Redis that hangs must cost a request milliseconds, not seconds.
+    After a failure Redis is left alone for `retry_after_s` (the session store's rule): calls in that time fail at
+    once instead of each waiting out the timeout on a Redis that hangs."""
+
+    _RAISE_TO = (
+        "local v = tonumber(redis.call('GET', KEYS[1]) or '0') "
+        "if v < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end return v"
+    )
+
+    def __init__(self, url: str, timeout_s: float, retry_after_s: float = 5.0) -> None:
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        # Short socket timeouts and no client-side retries: a Redis that hangs must cost a request milliseconds.
         self._client = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, decode_responses=True
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            decode_responses=True,
+            retry=Retry(NoBackoff(), 0),
         )
+        self._retry_after_s = retry_after_s
+        self._down_until = float("-inf")
 
     async def apply(self, increments: Sequence[Increment], reads: Sequence[str]) -> tuple[list[int], list[int]]:
+        self._check_up()
         try:
             async with self._client.pipeline(transaction=True) as pipe:
                 for inc in increments:
@@ -102,16 +131,32 @@ class RedisCounters(CounterStore):
                     pipe.get(key)
                 results = await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise CountersUnavailable(f"Redis: {type(exc).__name__}: {exc}") from exc
+            raise self._failed(exc) from exc
         totals = [int(results[2 * i]) for i in range(len(increments))]
         read = [int(value) if value is not None else 0 for value in results[2 * len(increments) :]]
         return totals, read
 
     async def seed(self, key: str, value: int, ttl_s: int) -> None:
+        self._check_up()
         try:
             await self._client.set(key, value, ex=ttl_s, nx=True)
         except (RedisError, OSError) as exc:
-            raise CountersUnavailable(f"Redis: {type(exc).__name__}: {exc}") from exc
+            raise self._failed(exc) from exc
+
+    async def raise_to(self, key: str, value: int, ttl_s: int) -> None:
+        self._check_up()
+        try:
+            await self._client.eval(self._RAISE_TO, 1, key, value, ttl_s)
+        except (RedisError, OSError) as exc:
+            raise self._failed(exc) from exc
+
+    def _check_up(self) -> None:
+        if time.monotonic() < self._down_until:
+            raise CountersUnavailable(f"Redis failed less than {self._retry_after_s:g} s ago; not asked meanwhile")
+
+    def _failed(self, exc: Exception) -> CountersUnavailable:
+        self._down_until = time.monotonic() + self._retry_after_s
+        return CountersUnavailable(f"Redis: {type(exc).__name__}: {exc}")
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -20,6 +20,27 @@ class LimitsSettings(BaseModel):
     redis_timeout_s: float = Field(
         0.25, gt=0, le=10, description="Longest wait for Redis; past it, rate limits fail open for that request."
     )
+    redis_retry_after_s: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="After Redis fails, how long it is left alone: meanwhile limits are judged as when it fails, at "
+        "once, instead of every request waiting out `redis_timeout_s`.",
+    )
+    reserve_completion_tokens: int = Field(
+        512,
+        ge=0,
+        le=1_000_000,
+        description="Completion tokens a budgeted key's request that may reach the frontier tier reserves at "
+        "admission when it sets no max_tokens (priced at the frontier model's output price).",
+    )
+    spend_retry_s: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="How often the keys' spend is read again from the ledger while it cannot be read (start-up "
+        "during a database outage); until then keys with a budget are treated as over budget.",
+    )
     window_s: int = Field(
         60,
         ge=1,

@@ -23,12 +23,15 @@ what it has spent since, so a key that was out of budget stays out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any, ClassVar
 
 from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import Engine, case, func, select
@@ -37,12 +40,13 @@ from gateway.auth.counters import CounterStore, CountersUnavailable, Increment, 
 from gateway.auth.keys import ApiKey
 from gateway.auth.limit_settings import LimitsSettings
 from gateway.ledger.models import RequestRow
-from gateway.ledger.pricing import MONEY_QUANTUM
+from gateway.ledger.pricing import MONEY_QUANTUM, quantize
 from gateway.ledger.writer import Ledger
 from router.catalog import ModelCatalog
 from router.chat import Caller, ChatRequest
 from router.errors import BudgetExceeded, ModelNotFound, RateLimited
 from router.service import Finisher
+from router.signals import MESSAGE_OVERHEAD_TOKENS, estimate_tokens
 from router.trace import RequestTrace
 
 log = logging.getLogger("tiergate.limits")
@@ -50,12 +54,16 @@ log = logging.getLogger("tiergate.limits")
 PREFIX = "tiergate:"
 _DAY_TTL_S = 2 * 86_400
 _MONTH_TTL_S = 32 * 86_400
+_RESERVED_TTL_S = 3600
+"""A reservation that is never settled (a replica that died mid-request) is forgotten an hour after the key's last
+reservation."""
+_FIRST_LOAD_WAIT_S = 5.0
 _WARN_EVERY_S = 10.0
 
 
 def build_counters(settings: LimitsSettings) -> CounterStore:
     if settings.redis_url:
-        return RedisCounters(settings.redis_url, settings.redis_timeout_s)
+        return RedisCounters(settings.redis_url, settings.redis_timeout_s, settings.redis_retry_after_s)
     return MemoryCounters()
 
 
@@ -112,6 +120,11 @@ def month_spend_key(key_id: str, periods: Periods) -> str:
     return f"{PREFIX}spend:month:{key_id}:{periods.month}"
 
 
+def reserved_key(key_id: str) -> str:
+    """What the key's requests in flight have reserved of its budgets (one counter for the day and the month)."""
+    return f"{PREFIX}reserved:{key_id}"
+
+
 @dataclass(frozen=True, slots=True)
 class Budget:
     """One of a key's budgets as it stands now."""
@@ -129,6 +142,29 @@ class Budget:
         return float((self.limit - self.spent) / self.limit)
 
 
+class RequestsLimited(RateLimited):
+    """429: the key's requests per window are used up."""
+
+    refusal: ClassVar[str] = "rate_limit_requests"
+
+
+class TokensLimited(RateLimited):
+    """429: the key's tokens per window are used up."""
+
+    refusal: ClassVar[str] = "rate_limit_tokens"
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """An estimate of a request's frontier cost, added to its key's reserved counter at admission (rides on the
+    request's `Caller` to the finisher, which replaces it by the real cost)."""
+
+    key_id: str
+    picodollars: int
+    in_store: bool
+    """False when the counter store did not answer at admission: only this replica knows of it."""
+
+
 class Limiter:
     def __init__(
         self,
@@ -142,9 +178,19 @@ class Limiter:
         self._counters = counters
         self._catalog = catalog
         self._ledger = ledger
-        self._spend_copy: dict[str, int] = {}
-        """Spend counters as last read or added here: what budgets are judged by while the store is away."""
+        self._seen: dict[str, int] = {}
+        """Spend counters: the highest value the store reported (or the ledger's figure at start-up)."""
+        self._unsynced: dict[str, int] = {}
+        """Spend counted here that the store has not confirmed yet (it failed, or the flush is on its way)."""
+        self._unsent: dict[str, Increment] = {}
+        """Spend increments the store missed: sent with the next call that reaches it."""
+        self._reserved_here: dict[str, int] = {}
+        """Per key id: what this replica's requests in flight have reserved (budgets while the store is away)."""
         self._copy_day = ""
+        self._spend_known = False
+        """Whether the keys' spend of this day and month was read from the ledger; until then budgets are unknown."""
+        self._loader: asyncio.Task[None] | None = None
+        self._loader_waited_out = False
         self._last_warning = float("-inf")
         self._background: set[asyncio.Task[None]] = set()
         self.store_errors = Counter(
@@ -157,37 +203,71 @@ class Limiter:
 
     async def start(self) -> None:
         """Load each key's frontier spend of this UTC day and month from the ledger, so a restart keeps budgets.
-        One query, once; a ledger that cannot answer leaves the counters as they are, with a warning."""
-        periods = Periods.at(time.time())
-        try:
-            await self._ledger.flush()  # rows spooled by the last run reach the database first
-            spend = await asyncio.to_thread(spend_from_ledger, self._ledger.engine, periods)
-        except Exception as exc:
-            log.warning("limits: could not read spend from the ledger (%s); budgets start from the counters", exc)
-            return
+        Waits a few seconds for the first try; a ledger that cannot answer is asked again every `spend_retry_s` in
+        the background, and until it answers keys with a budget are treated as over budget."""
+        self._loader = asyncio.create_task(self._load_spend(), name="tiergate-limits-spend")
+        await asyncio.wait({self._loader}, timeout=_FIRST_LOAD_WAIT_S)
+        if not self._spend_known:
+            self._loader_waited_out = True
+            log.warning(
+                "limits: the keys' frontier spend is not read from the ledger yet; until it is, keys with a budget "
+                "are treated as over budget (their over-budget policy applies: local, or refuse)"
+            )
+
+    async def _load_spend(self) -> None:
+        failures = 0
+        while True:
+            periods = Periods.at(time.time())
+            try:
+                await self._ledger.flush()  # rows spooled by the last run reach the database first
+                spend = await asyncio.to_thread(spend_from_ledger, self._ledger.engine, periods)
+            except Exception as exc:
+                if failures == 0:
+                    log.warning(
+                        "limits: could not read spend from the ledger (%s: %s); keys with a budget are treated as "
+                        "over budget until it can be read (trying again every %g s)",
+                        type(exc).__name__,
+                        str(exc).strip().split("\n")[0],
+                        self.settings.spend_retry_s,
+                    )
+                failures += 1
+                await asyncio.sleep(self.settings.spend_retry_s)
+                continue
+            break
         try:
             for key_id, (day, month) in spend.items():
                 await self._counters.seed(day_spend_key(key_id, periods), to_picodollars(day), _DAY_TTL_S)
                 await self._counters.seed(month_spend_key(key_id, periods), to_picodollars(month), _MONTH_TTL_S)
         except CountersUnavailable as exc:
             self._store_failed(exc)
+        self._forget_old_days(periods)
         for key_id, (day, month) in spend.items():
-            self._spend_copy[day_spend_key(key_id, periods)] = to_picodollars(day)
-            self._spend_copy[month_spend_key(key_id, periods)] = to_picodollars(month)
-        self._copy_day = periods.day
+            for counter, amount in ((day_spend_key(key_id, periods), day), (month_spend_key(key_id, periods), month)):
+                self._seen[counter] = max(self._seen.get(counter, 0), to_picodollars(amount))
+        self._spend_known = True
+        if failures or self._loader_waited_out:
+            log.info("limits: frontier spend read from the ledger after %d failed tries; budgets apply again", failures)
         if spend:
             log.info("limits: frontier spend of %d keys loaded from the ledger", len(spend))
 
     async def close(self) -> None:
+        if self._loader is not None and not self._loader.done():
+            self._loader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loader
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self._counters.close()
 
     # --- admission -----------------------------------------------------------------------------------------------
 
-    async def admit(self, key: ApiKey, caller: Caller, model: str) -> Caller:
+    async def admit(self, key: ApiKey, caller: Caller, model: str, request: ChatRequest | None = None) -> Caller:
         """Count this request and check the key's limits. Raises `RateLimited` or `BudgetExceeded` (429); returns
-        the caller with its escalation bias raised, or with the frontier tier closed, as the budget stands."""
+        the caller with its escalation bias raised, or with the frontier tier closed, as the budget stands.
+
+        A budgeted key's request that may reach the frontier tier reserves an estimate of its cost in the same
+        atomic step that reads the spend, so that requests in flight together cannot spend past the budget: each
+        is judged by the spend so far plus what the others in flight have reserved."""
         now = time.time()
         window = int(now // self.settings.window_s)
         periods = Periods.at(now)
@@ -196,32 +276,119 @@ class Limiter:
         )
         reads = [tpm_key(key.id, window)] if key.tokens_per_minute else []
         budgeted = key.budget_usd_per_day is not None or key.budget_usd_per_month is not None
-        if budgeted:
+        reserve = 0
+        if budgeted and self._spend_known:
             reads += [day_spend_key(key.id, periods), month_spend_key(key.id, periods)]
-        if not increments and not reads:
+            reserve = self._estimate(caller, model, request)
+            if reserve:
+                increments.append(Increment(reserved_key(key.id), reserve, _RESERVED_TTL_S))
+            else:
+                reads.append(reserved_key(key.id))
+        if not increments and not reads and not budgeted:
             return caller
+        exchanged = await self._exchange(increments, reads) if increments or reads else ([], [])
+        reservation = Reservation(key.id, reserve, exchanged is not None) if reserve else None
+        others = self._reserved_here.get(key.id, 0)  # the store is away: this replica's own requests in flight
+        if reservation is not None:
+            self._reserved_here[key.id] = others + reserve
+        totals, values = exchanged if exchanged is not None else ([], [])
+        spend_read = None
+        if exchanged is not None and budgeted and self._spend_known:
+            first = 1 if key.tokens_per_minute else 0
+            spend_read = values[first : first + 2]
+            others = totals[-1] - reserve if reserve else values[first + 2]
         try:
-            totals, values = await self._counters.apply(increments, reads)
-        except CountersUnavailable as exc:
-            self._store_failed(exc)
-            totals, values = [], []
+            admitted = self._judge(key, caller, model, now, window, totals, values)
+            if budgeted:
+                admitted = self._judge_spend(key, admitted, model, now, periods, spend_read, max(others, 0))
+        except BaseException:
+            self._release(reservation)
+            raise
+        if reservation is not None and admitted.frontier_allowed:
+            return replace(admitted, reservation=reservation)
+        self._release(reservation)
+        return admitted
+
+    def _judge(
+        self, key: ApiKey, caller: Caller, model: str, now: float, window: int, totals: list[int], values: list[int]
+    ) -> Caller:
         retry_s = max(1, math.ceil((window + 1) * self.settings.window_s - now))
         if totals and key.requests_per_minute is not None and totals[0] > key.requests_per_minute:
-            raise RateLimited(
+            raise RequestsLimited(
                 f"Rate limit reached for API key {key.name!r}: {key.requests_per_minute} requests per "
                 f"{self._window_name()}. Try again in {retry_s} s.",
                 retry_after_s=retry_s,
             )
         if values and key.tokens_per_minute is not None and values[0] >= key.tokens_per_minute:
-            raise RateLimited(
+            raise TokensLimited(
                 f"Rate limit reached for API key {key.name!r}: {key.tokens_per_minute} tokens per "
                 f"{self._window_name()} used ({values[0]}). Try again in {retry_s} s.",
                 retry_after_s=retry_s,
             )
-        if not budgeted:
-            return caller
-        day_spent, month_spent = self._spend(periods, key.id, values[-2:] if values else None)
-        return self._judge_budget(key, caller, model, self._budgets(key, periods, day_spent, month_spent), now)
+        return caller
+
+    def _judge_spend(
+        self,
+        key: ApiKey,
+        caller: Caller,
+        model: str,
+        now: float,
+        periods: Periods,
+        spend_read: list[int] | None,
+        others_reserved: int,
+    ) -> Caller:
+        if not self._spend_known:
+            return self._judge_unknown(key, caller, model, now)
+        day_spent, month_spent = self._spend(periods, key.id, spend_read)
+        budgets = self._budgets(key, periods, day_spent + others_reserved, month_spent + others_reserved)
+        return self._judge_budget(key, caller, model, budgets, now)
+
+    def _judge_unknown(self, key: ApiKey, caller: Caller, model: str, now: float) -> Caller:
+        """The key's spend could not be read from the ledger yet: its over-budget policy applies until it can."""
+        why = f"API key {key.name!r} has a frontier budget and its spend cannot be read from the ledger yet"
+        retry_s = max(1, math.ceil(self.settings.spend_retry_s))
+        if key.over_budget == "refuse":
+            raise BudgetExceeded(f"{why}; its requests are refused until it can.", retry_after_s=retry_s)
+        if self._names_tier(model) == "frontier":
+            raise BudgetExceeded(
+                f"{why}: until it can, its requests stay on the local tier, and model `{model}` is a frontier "
+                "model. Use model `auto` or `local`.",
+                retry_after_s=retry_s,
+            )
+        return replace(caller, frontier_allowed=False)
+
+    def _estimate(self, caller: Caller, model: str, request: ChatRequest | None) -> int:
+        """Picodollars to reserve for a request that may reach the frontier tier (0 for one that cannot): its
+        prompt as the router estimates it plus its max_tokens (or `reserve_completion_tokens`), at the price of
+        the frontier model it names, else the frontier tier's default."""
+        tier = self._names_tier(model)
+        if not caller.frontier_allowed or tier == "local":
+            return 0
+        backend = self._catalog.resolve(model) if tier == "frontier" else self._catalog.default("frontier")
+        price = self._ledger.pricing.token_price(backend.name) if backend is not None else None
+        if price is None:
+            return 0
+        prompt = completion = 0
+        if request is not None:
+            prompt = sum(estimate_tokens(m.content or "") + MESSAGE_OVERHEAD_TOKENS for m in request.messages)
+            completion = request.sampling.max_tokens or 0
+        completion = completion or self.settings.reserve_completion_tokens
+        return to_picodollars(quantize(price.cost(prompt, completion)))
+
+    def _release(self, reservation: Reservation | None) -> None:
+        """Give back a reservation that will not be settled (the request was refused or kept local)."""
+        if reservation is None:
+            return
+        self._forget_reservation(reservation)
+        if reservation.in_store:
+            self._in_background(self._apply_quietly([_unreserve(reservation)]))
+
+    def _forget_reservation(self, reservation: Reservation) -> None:
+        left = self._reserved_here.get(reservation.key_id, 0) - reservation.picodollars
+        if left > 0:
+            self._reserved_here[reservation.key_id] = left
+        else:
+            self._reserved_here.pop(reservation.key_id, None)
 
     def _budgets(self, key: ApiKey, periods: Periods, day_spent: int, month_spent: int) -> list[Budget]:
         budgets = []
@@ -251,7 +418,7 @@ class Limiter:
                 f"API key {key.name!r} has spent its frontier {what}; its requests are refused until {when}.",
                 retry_after_s=retry_s,
             )
-        if self._names_frontier_model(model):
+        if self._names_tier(model) == "frontier":
             raise BudgetExceeded(
                 f"API key {key.name!r} has spent its frontier {what}: until {when} its requests stay on the local "
                 f"tier, and model `{model}` is a frontier model. Use model `auto` or `local`.",
@@ -259,22 +426,71 @@ class Limiter:
             )
         return replace(caller, frontier_allowed=False)
 
-    def _names_frontier_model(self, model: str) -> bool:
+    def _names_tier(self, model: str) -> str | None:
         try:
-            return self._catalog.resolve(model).tier == "frontier"
+            return self._catalog.resolve(model).tier
         except ModelNotFound:
-            return False  # `auto`, or a name the router will answer 404 for
+            return None  # `auto`, or a name the router will answer 404 for
+
+    # --- the spend counters --------------------------------------------------------------------------------------
 
     def _spend(self, periods: Periods, key_id: str, read: list[int] | None) -> tuple[int, int]:
+        """The key's spend today and this month: the store's figure (or the highest it ever reported, where it
+        reports less: Redis lost it) plus what this replica counted that the store has not confirmed."""
         day_key, month_key = day_spend_key(key_id, periods), month_spend_key(key_id, periods)
         self._forget_old_days(periods)
         if read is not None:
-            self._spend_copy[day_key], self._spend_copy[month_key] = read
-        return self._spend_copy.get(day_key, 0), self._spend_copy.get(month_key, 0)
+            for counter, value in zip((day_key, month_key), read, strict=True):
+                self._observed(counter, value, 0, _DAY_TTL_S if counter == day_key else _MONTH_TTL_S)
+        return (
+            self._seen.get(day_key, 0) + self._unsynced.get(day_key, 0),
+            self._seen.get(month_key, 0) + self._unsynced.get(month_key, 0),
+        )
+
+    def _observed(self, counter: str, value: int, added: int, ttl_s: int) -> None:
+        """The store reported `value` for a spend counter, just after adding `added` to it. A counter that was
+        empty (value == added) while this replica had seen it above zero was lost (a Redis restart or eviction):
+        it is put back, as the maximum of its value and what was known, so that replicas doing it too agree."""
+        seen = self._seen.get(counter, 0)
+        if value == added and seen > 0:
+            restored = seen + added
+            log.warning("limits: spend counter %s was lost by the store; putting back %d", counter, restored)
+            self._in_background(self._raise_quietly(counter, restored, ttl_s))
+            value = restored
+        self._seen[counter] = max(seen, value)
+
+    async def _exchange(self, increments: list[Increment], reads: list[str]) -> tuple[list[int], list[int]] | None:
+        """One call to the store, carrying the spend increments it missed before; None when it does not answer."""
+        pending = list(self._unsent.values())
+        self._unsent.clear()
+        try:
+            totals, values = await self._counters.apply([*increments, *pending], reads)
+        except CountersUnavailable as exc:
+            self._store_failed(exc)
+            for inc in pending:
+                self._keep_unsent(inc)
+            return None
+        for inc, total in zip(pending, totals[len(increments) :], strict=True):
+            self._synced(inc.key, inc.amount)
+            self._observed(inc.key, total, inc.amount, inc.ttl_s)
+        return totals[: len(increments)], values
+
+    def _keep_unsent(self, inc: Increment) -> None:
+        earlier = self._unsent.get(inc.key)
+        self._unsent[inc.key] = replace(inc, amount=inc.amount + (earlier.amount if earlier else 0))
+
+    def _synced(self, counter: str, amount: int) -> None:
+        left = self._unsynced.get(counter, 0) - amount
+        if left > 0:
+            self._unsynced[counter] = left
+        else:
+            self._unsynced.pop(counter, None)
 
     def _forget_old_days(self, periods: Periods) -> None:
         if periods.day != self._copy_day:
-            self._spend_copy = {k: v for k, v in self._spend_copy.items() if k.endswith((periods.day, periods.month))}
+            current = (periods.day, periods.month)
+            self._seen = {k: v for k, v in self._seen.items() if k.endswith(current)}
+            self._unsynced = {k: v for k, v in self._unsynced.items() if k.endswith(current)}
             self._copy_day = periods.day
 
     def _window_name(self) -> str:
@@ -287,15 +503,33 @@ class Limiter:
             self._last_warning = now
             log.warning("limits: the counter store failed (%s); rate limits are not applied meanwhile", exc)
 
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _apply_quietly(self, increments: list[Increment]) -> None:
+        with contextlib.suppress(CountersUnavailable):  # a lost reservation expires with its counter
+            await self._counters.apply(increments, [])
+
+    async def _raise_quietly(self, counter: str, value: int, ttl_s: int) -> None:
+        try:
+            await self._counters.raise_to(counter, value, ttl_s)
+        except CountersUnavailable as exc:
+            self._store_failed(exc)
+
     # --- after a request -----------------------------------------------------------------------------------------
 
     def finisher(self) -> Finisher:
-        """The `ChatService` hook that adds a finished request's tokens and frontier cost to its key's counters.
-        Pricing is a dictionary read per attempt; the counting itself runs as a task, off the request's latency."""
+        """The `ChatService` hook that adds a finished request's tokens and frontier cost to its key's counters,
+        and gives back what it reserved at admission. Pricing is a dictionary read per attempt; the counting itself
+        runs as a task, off the request's latency."""
 
         def finish(trace: RequestTrace, request: ChatRequest) -> None:
             key_id = request.caller.key_id
-            if key_id is None or not trace.attempts:
+            reservation = request.caller.reservation
+            reserved = reservation if isinstance(reservation, Reservation) else None
+            if key_id is None or (not trace.attempts and reserved is None):
                 return
             tokens = sum(a.usage.total_tokens for a in trace.attempts)
             pricing = self._ledger.pricing
@@ -309,35 +543,44 @@ class Limiter:
                 ),
                 Decimal(0),
             )
-            task = asyncio.get_running_loop().create_task(self._count(key_id, tokens, to_picodollars(cost)))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._in_background(self._count(key_id, tokens, to_picodollars(cost), reserved))
 
         return finish
 
-    async def _count(self, key_id: str, tokens: int, picodollars: int) -> None:
+    async def _count(self, key_id: str, tokens: int, picodollars: int, reserved: Reservation | None) -> None:
         now = time.time()
         window = int(now // self.settings.window_s)
         periods = Periods.at(now)
         increments = [Increment(tpm_key(key_id, window), tokens, 2 * self.settings.window_s)] if tokens else []
-        if picodollars:
-            increments += [
+        spend = (
+            [
                 Increment(day_spend_key(key_id, periods), picodollars, _DAY_TTL_S),
                 Increment(month_spend_key(key_id, periods), picodollars, _MONTH_TTL_S),
             ]
-        if not increments:
-            return
+            if picodollars
+            else []
+        )
+        if reserved is not None:
+            self._forget_reservation(reserved)
+        unreserve = [_unreserve(reserved)] if reserved is not None and reserved.in_store else []
         self._forget_old_days(periods)
-        try:
-            totals, _ = await self._counters.apply(increments, [])
-        except CountersUnavailable as exc:
-            self._store_failed(exc)
-            if picodollars:  # the store missed it: this replica still remembers what it spent
-                for inc in increments[-2:]:
-                    self._spend_copy[inc.key] = self._spend_copy.get(inc.key, 0) + picodollars
+        for inc in spend:  # counted here at once: budgets see it even before (or without) the store
+            self._unsynced[inc.key] = self._unsynced.get(inc.key, 0) + inc.amount
+        if not increments and not spend and not unreserve:
             return
-        if picodollars:
-            self._spend_copy[increments[-2].key], self._spend_copy[increments[-1].key] = totals[-2:]
+        exchanged = await self._exchange([*increments, *spend, *unreserve], [])
+        if exchanged is None:
+            for inc in spend:  # the store missed it: sent with the next call that reaches it
+                self._keep_unsent(inc)
+            return
+        totals = exchanged[0][len(increments) : len(increments) + len(spend)]
+        for inc, total in zip(spend, totals, strict=True):
+            self._synced(inc.key, inc.amount)
+            self._observed(inc.key, total, inc.amount, inc.ttl_s)
+
+
+def _unreserve(reservation: Reservation) -> Increment:
+    return Increment(reserved_key(reservation.key_id), -reservation.picodollars, _RESERVED_TTL_S)
 
 
 def spend_from_ledger(engine: Engine, periods: Periods) -> dict[str, tuple[Decimal, Decimal]]:
