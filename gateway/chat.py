@@ -40,7 +40,7 @@ async def create_chat_completion(request: Request) -> Response:
     chat = wire.to_internal(request_id, raw=body, session_id=session_id, task_id=headers_in.get(TASK_HEADER))
     chat.caller = services.auth.caller(key)
     if key is not None:  # its rate limits and frontier budget (429, or the caller's bias)
-        chat.caller = await services.limits.admit(key, chat.caller, chat.model)
+        chat.caller = await services.limits.admit(key, chat.caller, chat.model, chat)
     answer = await services.chat.answer(chat, received_at)
     headers = answer.headers
     if chat.session_id:  # the id the ledger, feedback and the dashboard know the session by (percent-encoded)
