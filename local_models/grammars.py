@@ -56,7 +56,11 @@ def _json_object_grammar() -> LlamaGrammar:
 
 def grammar_for_schema(schema: dict[str, Any]) -> LlamaGrammar:
     try:
-        return _grammar_from_schema_text(json.dumps(schema, sort_keys=True))
+        # Not sort_keys: the converter keeps the schema's property order, and the order is what the model writes.
+        # Sorted, a tool call came out as {"arguments": ..., "name": ...} with arguments alphabetical, so a call cut
+        # short by max_tokens lost its name, and arguments lost the order the tool's author gave them. The cache key
+        # is the same text: an agent resends identical tools, so identical text, on every step.
+        return _grammar_from_schema_text(json.dumps(schema))
     except Exception as exc:  # the converter rejects some schemas (e.g. Python-style types); JSON still holds
         log.warning("could not build a grammar from a JSON schema (%s); constraining to any JSON object", exc)
         return _json_object_grammar()
