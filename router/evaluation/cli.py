@@ -13,11 +13,12 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from router.evaluation.datasets import BENCHMARK_NAMES, DEFAULT_DATA_DIR, Benchmark, load_benchmark
-from router.evaluation.learned import DEFAULT_ARTIFACT, LearnedScorer
+from router.evaluation.learned import DEFAULT_ARTIFACT, LearnedScorer, RulesLogit
 from router.evaluation.ledger_source import add_ledger_arguments
 from router.evaluation.ledger_training import train_from_ledger
 from router.evaluation.plotting import plot_curves
@@ -26,7 +27,7 @@ from router.evaluation.report import ScorerResult, append_entry, evaluate, forma
 from router.evaluation.scorers import Scorer, ScorerOptions
 from router.evaluation.splits import DEFAULT_FOLDS, DEFAULT_SEED
 from router.evaluation.training import DEFAULT_ALPHA, FeatureTable, Outcomes, leave_one_benchmark_out, train
-from router.rules import RulesError
+from router.rules import RulesError, default_rules_path, load_rules
 
 DEFAULT_REPEATS = 100
 DEFAULT_OUT = Path("bench/results")
@@ -115,9 +116,19 @@ def _eval_notes(scorers: Sequence[Scorer]) -> list[str]:
                 f"learned: {len(scorer.model.folds)} fold models trained on {' + '.join(meta['trained_on'])} "
                 f"({meta['prompts']} prompts; folds by blake2b of fold seed {meta['cross_fitted']['seed']} and the "
                 "prompt). On a benchmark it trained on, each prompt is scored by the fold model that never saw it; "
-                "on any other, by the served model (the mean of the fold models)."
+                "on any other, by the served model (the mean of the fold models)." + _stack_note(meta)
             )
     return notes
+
+
+def _stack_note(meta: dict[str, Any]) -> str:
+    stack = meta.get("stack")
+    if not stack:
+        return ""
+    return (
+        f" Served logit: {stack['bias']:.3f} + {stack['learned']:.3f} x learned logit + {stack['rules']:.3f} x the "
+        "default rules' score logit (stack fitted on MMLU + GSM8K out-of-fold logits)."
+    )
 
 
 def _train_parser(prog: str) -> argparse.ArgumentParser:
@@ -171,16 +182,30 @@ def train_main(argv: list[str] | None = None, *, prog: str = "tiergate train-rou
     table = FeatureTable.build(outcomes.prompts)
     featurized_s = time.perf_counter() - started
     training = np.isin(outcomes.sources, TRAINED_BENCHMARKS)
-    model = train(outcomes.rows(training), table.rows(training), folds=args.folds, seed=args.seed, alpha=args.alpha)
+    default_score = load_rules(default_rules_path()).scorer
+    rules = RulesLogit(default_score.bias, default_score.weights)
+    model = train(
+        outcomes.rows(training),
+        table.rows(training),
+        folds=args.folds,
+        seed=args.seed,
+        alpha=args.alpha,
+        rules=rules,
+    )
     trained_s = time.perf_counter() - started - featurized_s
     args.out.parent.mkdir(parents=True, exist_ok=True)
     model.save(args.out)
 
     scorer = LearnedScorer(model)
     results = [evaluate(scorer, benchmark, ScorerOptions()) for benchmark in benchmarks]
-    for experiment in leave_one_benchmark_out(benchmarks, outcomes, table, seed=args.seed, alpha=args.alpha):
+    experiments = leave_one_benchmark_out(
+        benchmarks, outcomes, table, seed=args.seed, alpha=args.alpha, rules=rules, folds=args.folds
+    )
+    for experiment in experiments:
         test = next(b for b in benchmarks if b.name == experiment.benchmark)
-        note = f"leave-one-benchmark-out: one model on all of {' + '.join(experiment.trained_on)}"
+        note = f"leave-one-benchmark-out: {args.folds} fold models and their stack on all of " + " + ".join(
+            experiment.trained_on
+        )
         results.append(
             ScorerResult(test.name, "learned", experiment.metrics, test.size, test.contaminated_removed, note)
         )
@@ -191,10 +216,14 @@ def train_main(argv: list[str] | None = None, *, prog: str = "tiergate train-rou
     print(f"wrote {args.out} ({size_mb:.1f} MB); {timing}")
     if not args.no_record:
         command = f"{prog} {shlex.join(args_list)}".rstrip()
+        stack = model.meta["stack"]
         notes = [
             f"Artifact: {args.folds} fold models on {' + '.join(TRAINED_BENCHMARKS)}, folds by blake2b of (fold seed "
             f"{args.seed}, prompt); the first {len(BENCHMARK_NAMES)} rows score each prompt with the fold model that "
             f"never saw it (MT-Bench: the served mean model, never trained on MT-Bench). Label: {model.meta['label']}. "
+            f"Stack (fitted on the out-of-fold logits of the training prompts): logit = {stack['bias']:.3f} + "
+            f"{stack['learned']:.3f} x learned + {stack['rules']:.3f} x default rules' score "
+            f"(weights of {default_rules_path().name} frozen in the artifact). "
             f"Timing ({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}): {timing}; {size_mb:.1f} MB."
         ]
         append_entry(args.record, markdown_entry("Router quality (issue 5): train-router", command, results, notes))

@@ -5,6 +5,13 @@ trained with one fold of the training prompts left out, and a JSON string of met
 of the K models (their logits average into one linear model, so serving costs one model). The evaluation scores
 each training prompt with the one model that never saw it (cross-fitting), so every prompt of a training benchmark
 is a held-out prompt there. `tiergate train-router` (`router.evaluation.cli.train_main`) writes the artifact.
+
+An artifact may also hold a stack (`meta["stack"]`): a logistic model over two logits, the learned one and that of
+the default escalation rules' score, with the rules' score weights frozen into the artifact (editing the rules file
+does not change a trained scorer). Its three numbers are fitted on the cross-fitted (out-of-fold) learned logits of
+the training prompts, so the stack learns how far to trust the learned logit on prompts it never saw. The rules'
+signals read the same head of the prompt as the features (`features.WINDOW_CHARS`; the length from all of it), which
+keeps the cost of a call bounded on a pasted document.
 """
 
 from __future__ import annotations
@@ -18,13 +25,85 @@ from typing import Any, Final, Self
 import numpy as np
 from numpy.typing import NDArray
 
+from router.chat import ChatRequest, Message
 from router.evaluation import features
 from router.evaluation.datasets import Benchmark
 from router.evaluation.scorers import Scorer, ScorerOptions
 from router.evaluation.splits import fold_indices
+from router.scoring import Weight
+from router.signals import MESSAGE_OVERHEAD_TOKENS, SignalContext, estimate_tokens, extract_signals
 
 ARTIFACT_FORMAT: Final = 1
 DEFAULT_ARTIFACT: Final = Path(__file__).with_name("learned_scorer.npz")
+_CONTEXT: Final = SignalContext(local_context_tokens=1 << 20)
+"""Prompts are scored for their content; a context window this large keeps "does not fit" out of the rules' part."""
+
+
+@dataclass(frozen=True)
+class RulesLogit:
+    """The logit of an escalation rules file's complexity score (`router.scoring.Scorer`) for a one-message request."""
+
+    bias: float
+    weights: tuple[Weight, ...]
+
+    @classmethod
+    def from_meta(cls, spec: dict[str, Any]) -> Self:
+        return cls(
+            float(spec["bias"]),
+            tuple(
+                Weight(w["signal"], float(w["weight"]), float(w["saturate"]), w["transform"]) for w in spec["weights"]
+            ),
+        )
+
+    def to_meta(self) -> dict[str, Any]:
+        return {
+            "bias": self.bias,
+            "weights": [
+                {"signal": w.signal, "weight": w.weight, "saturate": w.saturate, "transform": w.transform}
+                for w in self.weights
+            ],
+        }
+
+    def logit(self, prompt: str) -> float:
+        window = prompt[: features.WINDOW_CHARS]
+        request = ChatRequest(request_id="score", model="auto", messages=[Message(role="user", content=window)])
+        signals = extract_signals(request, _CONTEXT)
+        logit = self.bias
+        for w in self.weights:
+            value = (
+                estimate_tokens(prompt) + MESSAGE_OVERHEAD_TOKENS
+                if w.signal == "content_tokens"
+                else float(getattr(signals, w.signal))
+            )
+            logit += w.weight * w.feature(value)
+        return logit
+
+
+@dataclass(frozen=True)
+class Stack:
+    """logit = bias + learned * (learned model's logit) + rules * (rules score's logit)."""
+
+    learned: float
+    rules: float
+    bias: float
+    rules_score: RulesLogit
+
+    @classmethod
+    def from_meta(cls, spec: dict[str, Any]) -> Self:
+        return cls(
+            float(spec["learned"]), float(spec["rules"]), float(spec["bias"]), RulesLogit.from_meta(spec["rules_score"])
+        )
+
+    def to_meta(self) -> dict[str, Any]:
+        return {
+            "learned": self.learned,
+            "rules": self.rules,
+            "bias": self.bias,
+            "rules_score": self.rules_score.to_meta(),
+        }
+
+    def logit(self, learned_logit: float, prompt: str) -> float:
+        return self.bias + self.learned * learned_logit + self.rules * self.rules_score.logit(prompt)
 
 
 @dataclass(frozen=True)
@@ -60,12 +139,15 @@ class LearnedModel:
     ({benchmarks, seed}: the training benchmarks whose prompts were split into the folds), `prompts`, ..."""
     serving: LinearModel
     """The mean of the fold models: what scores requests."""
+    stack: Stack | None = None
+    """How the learned logit is combined with the rules score's (`meta["stack"]`); None: the learned logit alone."""
 
     @classmethod
     def from_folds(cls, folds: tuple[LinearModel, ...], meta: dict[str, Any]) -> Self:
         if not folds:
             raise ValueError("a learned model needs at least one fold model")
-        return cls(folds, meta, LinearModel.mean(list(folds)))
+        stack = Stack.from_meta(meta["stack"]) if meta.get("stack") else None
+        return cls(folds, meta, LinearModel.mean(list(folds)), stack)
 
     def save(self, path: Path) -> None:
         # np.savez_compressed appends ".npz" to a name without it; write to the exact path the caller named.
@@ -117,7 +199,12 @@ class LearnedScorer(Scorer):
         return cls(LearnedModel.load(options.artifact_path or DEFAULT_ARTIFACT))
 
     def score(self, prompt: str) -> float:
-        return _sigmoid(self._serving.logit(features.extract(prompt, self._bits)))
+        return _sigmoid(self._logit(self._serving, prompt))
+
+    def _logit(self, linear: LinearModel, prompt: str) -> float:
+        logit = linear.logit(features.extract(prompt, self._bits))
+        stack = self.model.stack
+        return logit if stack is None else stack.logit(logit, prompt)
 
     def evaluation_scores(self, benchmark: Benchmark) -> NDArray[np.float64] | None:
         """Cross-fitted scores on a benchmark the model trained on, served scores on one it never saw, and None
@@ -128,7 +215,7 @@ class LearnedScorer(Scorer):
             fold = fold_indices(benchmark.prompts, int(cross_fitted["seed"]), len(self.model.folds))
             return np.array(
                 [
-                    _sigmoid(self.model.folds[k].logit(features.extract(prompt, self._bits)))
+                    _sigmoid(self._logit(self.model.folds[k], prompt))
                     for prompt, k in zip(benchmark.prompts, fold, strict=True)
                 ]
             )

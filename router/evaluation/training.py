@@ -9,6 +9,11 @@ GSM8K.)
 scikit-learn fits the model, here and only here; the request path needs numpy alone. The fit is a logistic loss
 minimised by averaged stochastic gradient descent (`SGDClassifier`): measured here it ranks as well as liblinear's
 exact logistic regression on these features and is 10-20x faster, which keeps training to a minute on 2 cores.
+
+With `rules` given, `train` also fits the stack of `router.evaluation.learned` (the learned logit beside the rules
+score's logit) on the out-of-fold learned logits of the training prompts: an unregularised two-feature logistic
+regression. On MMLU + GSM8K it gives the rules' logit about 0.4 and the learned one about 0.5 (the fold models'
+logits are over-confident on prompts they never saw).
 """
 
 from __future__ import annotations
@@ -21,11 +26,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from scipy import sparse  # type: ignore[import-untyped]
-from sklearn.linear_model import SGDClassifier  # type: ignore[import-untyped]
+from sklearn.linear_model import LogisticRegression, SGDClassifier  # type: ignore[import-untyped]
 
 from router.evaluation import features
 from router.evaluation.datasets import Benchmark
-from router.evaluation.learned import ARTIFACT_FORMAT, LearnedModel, LearnedScorer, LinearModel
+from router.evaluation.learned import ARTIFACT_FORMAT, LearnedModel, LearnedScorer, LinearModel, RulesLogit, Stack
 from router.evaluation.metrics import RouterMetrics, evaluate_scores
 from router.evaluation.splits import DEFAULT_FOLDS, DEFAULT_SEED, fold_indices
 
@@ -115,9 +120,14 @@ def train(
     folds: int = DEFAULT_FOLDS,
     seed: int = DEFAULT_SEED,
     alpha: float = DEFAULT_ALPHA,
+    rules: RulesLogit | None = None,
 ) -> LearnedModel:
-    """Fit one model per fold, each without that fold's prompts (`folds=1`: one model on everything)."""
+    """Fit one model per fold, each without that fold's prompts (`folds=1`: one model on everything), and with
+    `rules` the stack over the learned and the rules' logits (needs `folds` of at least 2)."""
+    if rules is not None and folds < 2:
+        raise ValueError("the stack is fitted on out-of-fold logits: it needs at least 2 folds")
     started = time.perf_counter()
+    stack = None
     if folds == 1:
         models: tuple[LinearModel, ...] = (fit_linear(table, outcomes.needs_strong, alpha=alpha, seed=seed),)
     else:
@@ -126,6 +136,8 @@ def train(
             fit_linear(table.rows(fold != k), outcomes.needs_strong[fold != k], alpha=alpha, seed=seed)
             for k in range(folds)
         )
+        if rules is not None:
+            stack = fit_stack(outcomes, table, models, fold, rules)
     trained_on = sorted(set(outcomes.sources))
     meta = {
         "format": ARTIFACT_FORMAT,
@@ -142,8 +154,29 @@ def train(
         "prompts": len(outcomes.prompts),
         "fit_seconds": round(time.perf_counter() - started, 1),
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "stack": stack.to_meta() if stack is not None else None,
     }
     return LearnedModel.from_folds(models, meta)
+
+
+def fit_stack(
+    outcomes: Outcomes,
+    table: FeatureTable,
+    models: Sequence[LinearModel],
+    fold: NDArray[np.int64],
+    rules: RulesLogit,
+) -> Stack:
+    """The stack's weights, fitted on each training prompt's logit from the fold model that never saw it."""
+    out_of_fold = np.zeros(len(outcomes.prompts))
+    for k, model in enumerate(models):
+        rows = fold == k
+        words = table.words[rows] @ model.bucket_weights.astype(np.float64)
+        out_of_fold[rows] = model.bias + words + table.numeric[rows] @ model.numeric_weights
+    rules_logits = np.array([rules.logit(prompt) for prompt in outcomes.prompts])
+    # C large: two weights on 15,000 prompts need no penalty, and a penalty would shrink them towards 0.
+    stacker = LogisticRegression(C=1e4).fit(np.column_stack([out_of_fold, rules_logits]), outcomes.needs_strong)
+    learned_weight, rules_weight = (float(w) for w in stacker.coef_[0])
+    return Stack(learned_weight, rules_weight, float(stacker.intercept_[0]), rules)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +194,11 @@ def leave_one_benchmark_out(
     *,
     seed: int = DEFAULT_SEED,
     alpha: float = DEFAULT_ALPHA,
+    rules: RulesLogit | None = None,
+    folds: int = 1,
 ) -> list[ExperimentResult]:
-    """For each benchmark: one model on all prompts of the others, evaluated on all of it.
+    """For each benchmark: one model on all prompts of the others (with `rules`: fold models and their stack, served
+    as the artifact is), evaluated on all of it.
 
     `outcomes` and `table` hold every benchmark's prompts in `benchmarks` order (built once by the caller).
     """
@@ -170,7 +206,7 @@ def leave_one_benchmark_out(
     results = []
     for test in benchmarks:
         keep = sources != test.name
-        model = train(outcomes.rows(keep), table.rows(keep), folds=1, seed=seed, alpha=alpha)
+        model = train(outcomes.rows(keep), table.rows(keep), folds=folds, seed=seed, alpha=alpha, rules=rules)
         scores = LearnedScorer(model).score_many(test.prompts)
         trained_on = tuple(b.name for b in benchmarks if b.name != test.name)
         results.append(

@@ -13,11 +13,13 @@ import pytest
 from router.chat import ChatRequest, Message
 from router.evaluation import features
 from router.evaluation.datasets import Benchmark, load_benchmark
-from router.evaluation.learned import DEFAULT_ARTIFACT, LearnedModel, LearnedScorer, LinearModel
+from router.evaluation.learned import DEFAULT_ARTIFACT, LearnedModel, LearnedScorer, LinearModel, RulesLogit
 from router.evaluation.metrics import evaluate_scores
-from router.evaluation.scorers import ScorerOptions
+from router.evaluation.registry import create_scorer
+from router.evaluation.scorers import RandomScorer, ScorerOptions
 from router.evaluation.splits import fold_of
 from router.evaluation.training import FeatureTable, Outcomes, train
+from router.rules import default_rules_path, load_rules
 
 ROUTELLM = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "routellm"
 BITS = 10
@@ -64,12 +66,36 @@ def test_a_request_is_scored_on_its_latest_user_message() -> None:
     assert scorer.score_request(ChatRequest(request_id="r2", model="auto", messages=[])) == scorer.score("")
 
 
-def test_served_score_is_the_mean_of_the_fold_models() -> None:
+def _logit(probability: float) -> float:
+    return math.log(probability / (1 - probability))
+
+
+def test_served_score_stacks_the_mean_fold_model_with_the_default_rules_score() -> None:
     model = LearnedModel.load(DEFAULT_ARTIFACT)
-    prompt = "Prove that the square root of 2 is irrational."
+    assert model.stack is not None and model.stack.rules > 0 and model.stack.learned > 0
+    rules = create_scorer("rules")  # the shipped rules' score, as `tiergate eval-router --scorer rules` reports it
+    prompt = "Prove that the square root of 2 is irrational, step by step, and compare two proofs."
     found = features.extract(prompt, model.hash_bits)
     mean_logit = float(np.mean([fold.logit(found) for fold in model.folds]))
-    assert LearnedScorer(model).score(prompt) == pytest.approx(1 / (1 + math.exp(-mean_logit)), rel=1e-5)
+    rules_logit = _logit(rules.score(prompt))
+    assert model.stack.rules_score.logit(prompt) == pytest.approx(rules_logit, abs=1e-9)
+    stacked = model.stack.bias + model.stack.learned * mean_logit + model.stack.rules * rules_logit
+    assert LearnedScorer(model).score(prompt) == pytest.approx(1 / (1 + math.exp(-stacked)), rel=1e-5)
+
+
+def test_shipped_artifact_on_unseen_mt_bench_beats_95_percent_of_random_routers() -> None:
+    """Leave-one-benchmark-out: trained on MMLU + GSM8K only, scored on MT-Bench's 72 questions."""
+    scorer = LearnedScorer.create(ScorerOptions())
+    assert "mt-bench" not in scorer.model.meta["trained_on"]
+    mt_bench = load_benchmark("mt-bench", ROUTELLM)
+    scores = scorer.evaluation_scores(mt_bench)
+    assert scores is not None
+    learned = evaluate_scores(scores, mt_bench.weak, mt_bench.strong).apgr
+    random = [
+        evaluate_scores(RandomScorer(seed).score_many(mt_bench.prompts), mt_bench.weak, mt_bench.strong).apgr
+        for seed in range(200)
+    ]
+    assert learned > float(np.percentile(random, 95))
 
 
 def test_shipped_artifact_beats_the_published_best_on_held_out_gsm8k() -> None:
@@ -82,7 +108,7 @@ def test_shipped_artifact_beats_the_published_best_on_held_out_gsm8k() -> None:
 
 
 def test_evaluation_uses_the_fold_model_that_never_saw_the_prompt() -> None:
-    meta = {"trained_on": ["gsm8k", "mmlu"], "cross_fitted": {"benchmarks": ["gsm8k"], "seed": 3}}
+    meta: dict[str, object] = {"trained_on": ["gsm8k", "mmlu"], "cross_fitted": {"benchmarks": ["gsm8k"], "seed": 3}}
     scorer = LearnedScorer(_constant_model([4.0, -4.0], meta))
     prompts = [f"prompt {i}" for i in range(40)]
     scores = scorer.evaluation_scores(_benchmark("gsm8k", prompts))
@@ -119,6 +145,24 @@ def test_training_learns_a_planted_signal_and_round_trips_through_the_file(tmp_p
     assert hard_score == pytest.approx(in_memory, abs=5e-3)
     assert loaded.model.meta["cross_fitted"] == {"benchmarks": ["synthetic"], "seed": 0}
     assert len(loaded.model.folds) == 3
+
+
+def test_the_stack_is_fitted_out_of_fold_and_round_trips_through_the_file(tmp_path: Path) -> None:
+    default = load_rules(default_rules_path()).scorer
+    rules = RulesLogit(default.bias, default.weights)
+    prompts = [f"{'prove and compare ' if i % 2 else ''}apple river table music #{i}" for i in range(60)]
+    labels = np.array([i % 2 == 1 for i in range(60)])
+    outcomes = Outcomes(tuple(prompts), labels, ("synthetic",) * len(prompts))
+    table = FeatureTable.build(prompts, BITS)
+    with pytest.raises(ValueError, match="folds"):
+        train(outcomes, table, folds=1, rules=rules)
+    model = train(outcomes, table, folds=3, seed=0, rules=rules)
+    assert model.stack is not None and model.meta["stack"]["rules_score"]["bias"] == default.bias
+    path = tmp_path / "stacked.npz"
+    model.save(path)
+    loaded = LearnedScorer(LearnedModel.load(path))
+    assert loaded.model.stack == model.stack
+    assert loaded.score(prompts[1]) == pytest.approx(LearnedScorer(model).score(prompts[1]), abs=5e-3)
 
 
 def test_an_artifact_for_other_features_is_refused(tmp_path: Path) -> None:
