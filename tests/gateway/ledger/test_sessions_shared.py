@@ -28,17 +28,19 @@ def upstream() -> Iterator[ScriptedUpstream]:
         yield up
 
 
-@pytest.fixture(scope="module")
-def replicas(upstream: ScriptedUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[GatewayProcess]]:
+@pytest.fixture
+def replicas(
+    upstream: ScriptedUpstream, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[GatewayProcess]]:
+    """Two replicas on one ledger database: a SQLite file, and a PostgreSQL schema of its own when the server runs."""
     redis_url = require_redis()
-    database = tmp_path_factory.mktemp("shared-db") / "ledger.sqlite3"
     config: dict[str, Any] = {
         "local_models": [LOCAL_TEST_MODEL],
         "frontier_models": [
             {"name": "gpt-test", "model": "gpt-4.1-mini", "api_base": upstream.base_url, "api_key_env": None}
         ],
         "routing": {"session_store_url": redis_url},
-        "ledger": {"database_url": f"sqlite:///{database}"},
+        "ledger": {"database_url": database_url},
     }
     started: list[GatewayProcess] = []
     try:
