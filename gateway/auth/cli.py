@@ -20,7 +20,7 @@ from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.orm import Session
 
 from gateway.auth.keys import digest, new_secret
-from gateway.ledger.database import is_transient, make_engine, upgrade
+from gateway.ledger.database import DatabaseUnreachable, on_engine, upgrade
 from gateway.ledger.models import ApiKeyRow
 from gateway.ledger.settings import normalize_database_url
 
@@ -33,21 +33,20 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"tiergate keys: {exc}", file=sys.stderr)
         return 2
-    engine = make_engine(url)
     try:
-        upgrade(url, engine=engine)
-        if args.action == "create":
-            return _create(engine, args)
-        if args.action == "list":
-            return _list(engine, as_json=args.json)
-        return _revoke(engine, args.id)
-    except Exception as exc:
-        if not is_transient(exc):
-            raise
-        print(f"tiergate keys: the database cannot be reached: {_first_line(exc)}", file=sys.stderr)
+        return on_engine(url, lambda engine: _run(engine, url, args))
+    except DatabaseUnreachable as exc:
+        print(f"tiergate keys: the database cannot be reached: {exc}", file=sys.stderr)
         return 1
-    finally:
-        engine.dispose()
+
+
+def _run(engine: Engine, url: str, args: argparse.Namespace) -> int:
+    upgrade(url, engine=engine)
+    if args.action == "create":
+        return _create(engine, args)
+    if args.action == "list":
+        return _list(engine, as_json=args.json)
+    return _revoke(engine, args.id)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -234,8 +233,3 @@ def _money(value: Decimal | None) -> str | None:
 
 def _dash(value: object) -> str:
     return "-" if value is None else str(value)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

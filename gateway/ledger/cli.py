@@ -7,7 +7,15 @@ import json
 import sys
 from pathlib import Path
 
-from gateway.ledger.database import current_revision, downgrade, is_transient, make_engine, upgrade
+from gateway.ledger.database import (
+    DatabaseUnreachable,
+    current_revision,
+    downgrade,
+    is_transient,
+    make_engine,
+    on_engine,
+    upgrade,
+)
 from gateway.ledger.report import GROUP_BY_CHOICES, build_cost_report, format_report_table, parse_report_query
 from gateway.ledger.settings import LedgerSettings, normalize_database_url
 from router.errors import InvalidRequest
@@ -75,16 +83,11 @@ def report_main(
     except (ValueError, InvalidRequest) as exc:
         print(f"tiergate report: {exc}", file=sys.stderr)
         return 2
-    engine = make_engine(url)
     try:
-        report = build_cost_report(engine, query)
-    except Exception as exc:
-        if not is_transient(exc):
-            raise
+        report = on_engine(url, lambda engine: build_cost_report(engine, query))
+    except DatabaseUnreachable as exc:
         print(f"tiergate report: cannot read {_safe(url)}: {exc}", file=sys.stderr)
         return 1
-    finally:
-        engine.dispose()
     print(json.dumps(report, indent=2) if args.json else format_report_table(report))
     return 0
 

@@ -102,6 +102,25 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+class DatabaseUnreachable(Exception):
+    """The database could not be reached (or was locked); the message is the driver's first line."""
+
+
+def on_engine(database_url: str, work: Callable[[Engine], T]) -> T:
+    """Run `work` on an engine of its own for a command-line tool, and dispose of it afterwards. A transient failure
+    (see `is_transient`) becomes `DatabaseUnreachable`, for the tool to print in one line; anything else propagates."""
+    engine = make_engine(database_url)
+    try:
+        return work(engine)
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        lines = str(exc).strip().splitlines()
+        raise DatabaseUnreachable(lines[0] if lines else type(exc).__name__) from exc
+    finally:
+        engine.dispose()
+
+
 async def call_db(function: Callable[..., T], *args: Any) -> T:
     """Run a database call in a worker thread, so the event loop never waits on it; an unreachable database
     becomes `Unavailable` (503)."""

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gateway.ledger.database import is_transient, make_engine
+from gateway.ledger.database import DatabaseUnreachable, on_engine
 from gateway.ledger.settings import MetricSettings
 from router.evaluation.ledger_source import (
     LoggedRequest,
@@ -77,19 +77,14 @@ def train_from_ledger(args: argparse.Namespace, prog: str) -> int:
     except SourceError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
-    engine = make_engine(url)
     try:
-        rows = read_auto_routed(engine, since, metric, auto_only=False)
+        rows = on_engine(url, lambda engine: read_auto_routed(engine, since, metric, auto_only=False))
     except SourceError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 1
-    except Exception as exc:
-        if not is_transient(exc):
-            raise
-        print(f"{prog}: cannot read the ledger: {str(exc).splitlines()[0]}", file=sys.stderr)
+    except DatabaseUnreachable as exc:
+        print(f"{prog}: cannot read the ledger: {exc}", file=sys.stderr)
         return 1
-    finally:
-        engine.dispose()
     outcomes = ledger_outcomes(rows, settings.ledger.metrics[metric])
     weak_failed = int(outcomes.needs_strong.sum())
     counts = f"{len(outcomes.prompts)} labelled prompts ({weak_failed} where the local model was not good enough)"

@@ -30,7 +30,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.ledger.database import is_transient, make_engine
+from gateway.ledger.database import DatabaseUnreachable, on_engine
 from gateway.ledger.pricing import Pricing, quantize
 from gateway.ledger.settings import MetricSettings
 from router.chat import ChatRequest
@@ -275,19 +275,14 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "tiergate replay") ->
     except (RulesError, SourceError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
-    engine = make_engine(url)
     try:
-        rows = read_auto_routed(engine, since, metric)
+        rows = on_engine(url, lambda engine: read_auto_routed(engine, since, metric))
     except SourceError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 1
-    except Exception as exc:
-        if not is_transient(exc):
-            raise
-        print(f"{prog}: cannot read the ledger: {str(exc).splitlines()[0]}", file=sys.stderr)
+    except DatabaseUnreachable as exc:
+        print(f"{prog}: cannot read the ledger: {exc}", file=sys.stderr)
         return 1
-    finally:
-        engine.dispose()
     local = settings.local_models[0].context_tokens if settings.local_models else 0  # frontier-only: nothing fits
     context = SignalContext(local_context_tokens=local)
     try:
