@@ -4,7 +4,6 @@ scripted frontier upstream priced at $0.10 a token (10 prompt + 5 completion tok
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import sqlite3
 import threading
@@ -18,8 +17,9 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from support.gateway_server import GatewayProcess, free_port
+from support.gateway_server import GatewayProcess
 from support.scripted_upstream import Reply, ScriptedUpstream
+from support.tcp_proxy import TcpProxy
 from test_limits import HI, _config, _redis_up, ask, client, create_key, refused
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
@@ -216,57 +216,11 @@ def test_a_hung_redis_is_left_alone_for_a_while(rules_file: Path, tmp_path: Path
         silent.close()
 
 
-class Proxy:
-    """Forwards a loopback port to Redis; `stop()` refuses connections and cuts the open ones; `start()` again."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.port = free_port()
-        self._listener: socket.socket | None = None
-        self._open: list[socket.socket] = []
-
-    def start(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", self.port))
-        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
-
-    def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-        for sock in self._open:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-        self._open.clear()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            self._open += [conn, upstream]
-            for source, sink in ((conn, upstream), (upstream, conn)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        for sock in (source, sink):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-
 @pytest.fixture
-def redis_proxy() -> Iterator[Proxy]:
+def redis_proxy() -> Iterator[TcpProxy]:
     if not _redis_up():
         pytest.skip(f"no Redis server answers PING at {REDIS_HOST}:{REDIS_PORT}")
-    proxy = Proxy((REDIS_HOST, REDIS_PORT))
+    proxy = TcpProxy((REDIS_HOST, REDIS_PORT))
     yield proxy
     proxy.stop()
 
@@ -280,7 +234,7 @@ def _redis(*command: str) -> bytes:
 
 
 @pytest.mark.redis
-def test_spend_counted_while_redis_was_away_is_kept(rules_file: Path, tmp_path: Path, redis_proxy: Proxy) -> None:
+def test_spend_counted_while_redis_was_away_is_kept(rules_file: Path, tmp_path: Path, redis_proxy: TcpProxy) -> None:
     with ScriptedUpstream(default=Reply.text("hi", usage=(10, 5, 0))) as upstream:
         config = _config(
             upstream, rules_file, redis_url=f"redis://127.0.0.1:{redis_proxy.port}/0", redis_retry_after_s=0.2

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_testkit import PG_DATABASE, PG_HOST, PG_PORT, TcpProxy, postgres_url
+from ledger_testkit import PG_DATABASE, PG_HOST, PG_PORT, postgres_url
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
+from support.tcp_proxy import TcpProxy
 
 from gateway.ledger.pricing import Pricing, load_price_map
 from gateway.ledger.settings import LedgerSettings

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from ledger_testkit import TcpProxy, count_rows, postgres_url, wait_until
+from ledger_testkit import count_rows, postgres_url, wait_until
 from support.gateway_server import GatewayProcess
 from support.scripted_upstream import Reply, ScriptedUpstream
+from support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.postgres
 

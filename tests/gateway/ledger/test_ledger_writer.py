@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 from conftest import LedgerFactory
-from ledger_testkit import TcpProxy, count_rows, frontier_record, local_record, postgres_url, wait_until
+from ledger_testkit import count_rows, frontier_record, local_record, postgres_url, wait_until
 from sqlalchemy import select
+from support.tcp_proxy import TcpProxy
 
 from gateway.ledger.database import make_engine, upgrade
 from gateway.ledger.models import SessionRow
