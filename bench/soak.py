@@ -189,6 +189,9 @@ async def drive(
     queue = iter(kinds)
     done = 0
     started = time.monotonic()
+    # Samples by progress as well as by time: at the end of the warm-up and every 1/20th of the run, so that a run
+    # that is over in a second still has its after-warm-up reading and a curve, however fast the machine.
+    every = max(1, len(kinds) // 20)
 
     async def worker(session: aiohttp.ClientSession) -> None:
         nonlocal done
@@ -201,6 +204,8 @@ async def drive(
             if not ok:
                 result.unexpected[kind] += 1
             done += 1
+            if done == warmup or done % every == 0:
+                result.samples.append(Sample(time.monotonic() - started, done, rss_mb(pid)))
 
     async def sampler() -> None:
         while True:
